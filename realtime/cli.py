@@ -1,0 +1,199 @@
+"""Command line: `serve` (the server, starting the embedded LLM when no Ollama answers) and `token`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from realtime.auth import TokenAuthority
+from realtime.config import Settings, load_settings
+from realtime.errors import ConfigError
+from realtime.protocol.codec import Encoding
+from realtime.server import WS_PATH, create_app
+from realtime.ws_protocol import RealtimeWebSocketProtocol
+
+log = logging.getLogger("realtime.cli")
+
+EMBEDDED_MODEL_NAME = "smollm2:135m"
+EMBEDDED_START_TIMEOUT = 120.0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per LLM request is noise
+
+
+def ollama_answers(url: str, timeout: float = 1.5) -> bool:
+    try:
+        resp = httpx.get(url.rstrip("/") + "/api/version", timeout=timeout)
+        return resp.status_code == 200 and isinstance(resp.json().get("version"), str)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def embedded_llm(settings: Settings) -> Iterator[str]:
+    """Run the Ollama-compatible endpoint on the local GGUF as a child process; yield its base URL."""
+    model_path = settings.llm_gguf_path
+    if not model_path.is_file():
+        raise ConfigError(f"embedded LLM model not found at {model_path}; run ./dev setup (or set REALTIME_MODELS_DIR)")
+    host = settings.embedded_llm_host
+    port = settings.embedded_llm_port if _port_free(host, settings.embedded_llm_port) else free_port(host)
+    cmd = [
+        sys.executable,
+        "-m",
+        "realtime.local_ollama",
+        "--model-path",
+        str(model_path),
+        "--name",
+        EMBEDDED_MODEL_NAME,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--ctx",
+        str(settings.embedded_llm_context),
+    ]
+    if settings.embedded_llm_threads:
+        cmd += ["--threads", str(settings.embedded_llm_threads)]
+    url = f"http://{host}:{port}"
+    log.info("no Ollama at %s: starting the embedded LLM endpoint at %s", settings.ollama_url, url)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        deadline = time.monotonic() + EMBEDDED_START_TIMEOUT
+        while not ollama_answers(url, timeout=1.0):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the embedded LLM endpoint exited with code {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the embedded LLM endpoint did not start in time")
+            time.sleep(0.2)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn would drop every websocket with 1012 at once; we first close sessions ourselves (1001, flushed)."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        rt = getattr(self._app.state, "realtime", None)
+        if rt is not None:
+            await rt.close_all()
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
+    """uvicorn with explicit websocket limits (its defaults allow 16 MiB messages and a 32-deep queue)."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        ws=RealtimeWebSocketProtocol,
+        ws_max_size=settings.max_message_size,
+        ws_max_queue=settings.ws_max_queue,
+        ws_per_message_deflate=settings.ws_compression,
+        ws_ping_interval=settings.transport_ping_interval,
+        ws_ping_timeout=settings.transport_ping_timeout,
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        access_log=False,  # access lines would log the ?access_token= of browser clients
+        timeout_graceful_shutdown=10,
+    )
+
+
+def serve(settings: Settings) -> int:
+    with contextlib.ExitStack() as stack:
+        mode = settings.embedded_llm
+        if mode == "always" or (mode == "auto" and not ollama_answers(settings.ollama_url)):
+            url = stack.enter_context(embedded_llm(settings))
+            if settings.llm_model != EMBEDDED_MODEL_NAME:
+                log.warning(
+                    "model %r is not served by the embedded endpoint; using %s", settings.llm_model, EMBEDDED_MODEL_NAME
+                )
+            settings = dataclasses.replace(settings, ollama_url=url, llm_model=EMBEDDED_MODEL_NAME)
+        elif mode == "never" and not ollama_answers(settings.ollama_url):
+            log.warning("no Ollama answers at %s; responses will fail until it does", settings.ollama_url)
+        authority = TokenAuthority(settings)
+        app = create_app(settings)
+        server = _Server(uvicorn_config(app, settings), app)
+        token = authority.issue("dev", ttl=24 * 3600)
+        base = f"{settings.host}:{settings.port}"
+        print(
+            f"\nrealtime server: http://{base}  websocket: ws://{base}{WS_PATH}\n"
+            f"LLM: {settings.llm_model} at {settings.ollama_url}\n"
+            f"dev token (24 h): {token}\n"
+            f"try: npx wscat -c ws://{base}{WS_PATH} -s {Encoding.JSON.subprotocol} "
+            f"-H 'Authorization: Bearer {token}'\n",
+            flush=True,
+        )
+        server.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="realtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the server")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_token = sub.add_parser("token", help="print a signed access token for local use")
+    p_token.add_argument("--user", default="dev")
+    p_token.add_argument("--ttl", type=float, default=3600.0, help="seconds")
+    p_token.add_argument("--admin", action="store_true")
+    args = parser.parse_args(argv)
+    overrides: dict[str, object] = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    if args.command == "token":
+        print(TokenAuthority(settings).issue(args.user, ttl=args.ttl, admin=args.admin))
+        return 0
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+    return serve(settings)

@@ -1,0 +1,172 @@
+"""Settings: read once from REALTIME_* environment variables into a frozen object passed down explicitly.
+
+Nothing reads the environment at import time. A bad value raises ConfigError naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from realtime.assets import LLM_GGUF, default_cache_dir
+from realtime.errors import ConfigError
+
+_UNSET = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the server. Durations are seconds (`None` disables), sizes are bytes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    state_dir: Path = field(default_factory=lambda: Path(".state").resolve())
+    models_dir: Path = field(default_factory=lambda: default_cache_dir() / "models")
+    log_level: str = "INFO"
+
+    # Auth. With no secret configured, a random one is created in state_dir/jwt_secret (dev only).
+    jwt_secret: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_public_key_file: Path | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Origins allowed to open a websocket from a browser. Same-origin is always allowed; "*" allows any.
+    allowed_origins: tuple[str, ...] = ()
+
+    # Websocket transport and sessions.
+    max_message_size: int = 1 << 20
+    max_text_chars: int = 32_000
+    ws_max_queue: int = 16
+    # permessage-deflate costs CPU on every small token/audio frame for little gain; off unless asked for.
+    ws_compression: bool = False
+    outbound_queue_size: int = 512
+    send_timeout: float = 10.0
+    max_sessions: int = 1000
+    max_sessions_per_user: int = 8
+    ping_interval: float | None = 10.0
+    ping_timeout: float | None = 30.0
+    # Websocket control-frame pings as a backstop for half-open links (browsers and wscat answer them
+    # by themselves), independent of the protocol's own ping/pong events.
+    transport_ping_interval: float | None = 20.0
+    transport_ping_timeout: float | None = 20.0
+
+    # LLM through the Ollama HTTP API.
+    ollama_url: str = "http://127.0.0.1:11434"
+    llm_model: str = "smollm2:135m"
+    instructions: str = "You are a helpful voice assistant. Answer briefly and clearly."
+    llm_connect_timeout: float = 5.0
+    llm_first_token_timeout: float | None = 300.0
+    llm_idle_timeout: float | None = 120.0
+    max_response_chars: int = 100_000
+    max_history_chars: int = 16_000
+    max_output_tokens: int | None = None
+
+    # Embedded Ollama-compatible endpoint, used when nothing answers at ollama_url.
+    embedded_llm: str = "auto"  # auto | always | never
+    embedded_llm_host: str = "127.0.0.1"
+    embedded_llm_port: int = 11435
+    embedded_llm_model_path: Path | None = None
+    embedded_llm_threads: int | None = None
+    embedded_llm_context: int = 4096
+
+    @property
+    def llm_gguf_path(self) -> Path:
+        return self.embedded_llm_model_path or self.models_dir / LLM_GGUF
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true/false")
+
+
+def _parse_optional_float(raw: str) -> float | None:
+    if raw.strip().lower() in {"", "none", "off", "0"}:
+        return None
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be > 0, or 'none' to disable")
+    return value
+
+
+def _parse_optional_int(raw: str) -> int | None:
+    if raw.strip().lower() in {"", "none", "off"}:
+        return None
+    return int(raw)
+
+
+def _parse_tuple(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+_PARSERS = {
+    "int": _parse_positive_int,
+    "float": float,
+    "float | None": _parse_optional_float,
+    "int | None": _parse_optional_int,
+    "str": str,
+    "str | None": lambda raw: raw or None,
+    "bool": _parse_bool,
+    "Path": lambda raw: Path(raw).expanduser().resolve(),
+    "Path | None": lambda raw: Path(raw).expanduser().resolve() if raw else None,
+    "tuple[str, ...]": _parse_tuple,
+}
+
+_CHOICES = {
+    "embedded_llm": {"auto", "always", "never"},
+    "log_level": {"DEBUG", "INFO", "WARNING", "ERROR"},
+}
+
+
+def env_name(name: str) -> str:
+    return "REALTIME_" + name.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build Settings from `environ` (default os.environ); keyword overrides win over the environment."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        var = env_name(f.name)
+        raw = env.get(var)
+        if raw is None:
+            continue
+        parser = _PARSERS[str(f.type)]
+        try:
+            value = parser(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var}={raw!r}: {exc}") from exc
+        if f.name == "log_level":
+            value = str(value).upper()
+        if f.name in _CHOICES and value not in _CHOICES[f.name]:
+            raise ConfigError(f"{var}={raw!r}: expected one of {sorted(_CHOICES[f.name])}")
+        values[f.name] = value
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if s.ping_interval and s.ping_timeout and s.ping_timeout <= s.ping_interval:
+        raise ConfigError(
+            f"{env_name('ping_timeout')} ({s.ping_timeout}) must exceed {env_name('ping_interval')} "
+            f"({s.ping_interval}), or a healthy client would be dropped between pings"
+        )
+    if s.max_message_size < 1024:
+        raise ConfigError(f"{env_name('max_message_size')} must be at least 1024 bytes")
+    bad = [a for a in s.jwt_algorithms if a.lower() == "none"]
+    if bad or not s.jwt_algorithms:
+        raise ConfigError(f"{env_name('jwt_algorithms')}: 'none' is never accepted")

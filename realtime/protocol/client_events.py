@@ -1,0 +1,218 @@
+"""Events a client sends, as typed values, and the strict parser that builds them from a decoded map."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from realtime.errors import InvalidMessage, UnknownEventType
+from realtime.protocol.fields import Fields, safe_text
+
+MAX_EVENT_ID_LEN = 64
+MAX_MODEL_NAME_LEN = 200
+MAX_CONTENT_PARTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits the parser enforces (from Settings)."""
+
+    max_text_chars: int = 32_000
+
+
+@dataclass(frozen=True, slots=True)
+class InputText:
+    text: str
+    type: ClassVar[str] = "input_text"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputText:
+    """Assistant text, for clients that seed a conversation with earlier turns."""
+
+    text: str
+    type: ClassVar[str] = "output_text"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "text": self.text}
+
+
+ContentPart = InputText | OutputText
+
+# Settings a client may change with session.update; response.create may override them for one response.
+SESSION_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning")
+RESPONSE_FIELDS = SESSION_FIELDS
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    changes: Mapping[str, Any]
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "session.update"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, session=dict(self.changes))
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationItemCreate:
+    role: str
+    content: tuple[ContentPart, ...]
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "conversation.item.create"
+
+    @property
+    def text(self) -> str:
+        return "".join(part.text for part in self.content)
+
+    def to_wire(self) -> dict[str, Any]:
+        item = {"type": "message", "role": self.role, "content": [p.to_wire() for p in self.content]}
+        return _wire(self.TYPE, self.event_id, item=item)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreate:
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "response.create"
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.overrides:
+            return _wire(self.TYPE, self.event_id, response=dict(self.overrides))
+        return _wire(self.TYPE, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCancel:
+    response_id: str | None = None
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "response.cancel"
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.response_id is None:
+            return _wire(self.TYPE, self.event_id)
+        return _wire(self.TYPE, self.event_id, response_id=self.response_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Client-initiated heartbeat; `ts` is the client's clock in ms, echoed back in the pong."""
+
+    ts: int
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "ping"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, ts=self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to a server ping; `ts` echoes the ping's."""
+
+    ts: int
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "pong"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, ts=self.ts)
+
+
+ClientEvent = SessionUpdate | ConversationItemCreate | ResponseCreate | ResponseCancel | Ping | Pong
+
+
+def _wire(type_: str, event_id: str | None, **fields: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": type_}
+    if event_id is not None:
+        out["event_id"] = event_id
+    out.update(fields)
+    return out
+
+
+def peek_ids(raw: Mapping[Any, Any]) -> tuple[str | None, str | None]:
+    """Best-effort (event_id, type) of a map that may be invalid, for naming it in an error."""
+    event_id = raw.get("event_id")
+    type_ = raw.get("type")
+    return (
+        safe_text(event_id, MAX_EVENT_ID_LEN) if isinstance(event_id, str) else None,
+        safe_text(type_, 64) if isinstance(type_, str) else None,
+    )
+
+
+def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, Any]:
+    """Parse the settable fields that are present; keep explicit nulls (they reset to the default)."""
+    out: dict[str, Any] = {}
+    for name in names:
+        if not f.has(name):
+            continue
+        if name == "model":
+            out[name] = f.str(name, max_len=MAX_MODEL_NAME_LEN)
+        elif name == "instructions":
+            out[name] = f.str(name, max_len=limits.max_text_chars, nullable=True)
+        elif name == "temperature":
+            out[name] = f.float(name, minimum=0.0, maximum=2.0, nullable=True)
+        elif name == "max_output_tokens":
+            out[name] = f.int(name, minimum=1, maximum=1_000_000, nullable=True)
+        elif name == "reasoning":
+            out[name] = f.bool(name, nullable=True)
+    if "model" in out and not out["model"].strip():
+        raise InvalidMessage("'model' must not be empty", param="model")
+    f.done()
+    return out
+
+
+def _content(part: Fields, role: str, limits: Limits) -> ContentPart:
+    expected = "output_text" if role == "assistant" else "input_text"
+    kind = part.str("type", choices=frozenset({expected}))
+    text = part.str("text", max_len=limits.max_text_chars)
+    part.done()
+    return OutputText(text) if kind == "output_text" else InputText(text)
+
+
+def _parse_item_create(f: Fields, event_id: str | None, limits: Limits) -> ConversationItemCreate:
+    item = f.obj("item")
+    assert item is not None
+    f.done()
+    item.str("type", required=False, choices=frozenset({"message"}))
+    role = item.str("role", choices=frozenset({"user", "assistant", "system"}))
+    parts = item.objects("content", max_items=MAX_CONTENT_PARTS, min_items=1)
+    content = tuple(_content(p, role, limits) for p in parts)
+    item.done()
+    if sum(len(p.text) for p in content) > limits.max_text_chars:
+        raise InvalidMessage(f"message text is longer than {limits.max_text_chars} characters", param="item")
+    return ConversationItemCreate(role=role, content=content, event_id=event_id)
+
+
+def parse_client_event(
+    raw: Mapping[Any, Any], *, base64_binary: bool = False, limits: Limits | None = None
+) -> ClientEvent:
+    """Validate a decoded map and build its event. Raises InvalidMessage (or a subclass) naming the field."""
+    limits = limits or Limits()
+    f = Fields(raw, base64_binary=base64_binary)
+    type_ = f.str("type", max_len=64)
+    event_id = f.str("event_id", required=False, max_len=MAX_EVENT_ID_LEN)
+    if type_ == ConversationItemCreate.TYPE:
+        return _parse_item_create(f, event_id, limits)
+    if type_ == SessionUpdate.TYPE:
+        session = f.obj("session")
+        assert session is not None
+        f.done()
+        return SessionUpdate(_settings(session, SESSION_FIELDS, limits), event_id)
+    if type_ == ResponseCreate.TYPE:
+        response = f.obj("response", required=False)
+        f.done()
+        overrides = _settings(response, RESPONSE_FIELDS, limits) if response is not None else {}
+        return ResponseCreate(overrides, event_id)
+    if type_ == ResponseCancel.TYPE:
+        response_id = f.str("response_id", required=False, max_len=64)
+        f.done()
+        return ResponseCancel(response_id, event_id)
+    if type_ in (Ping.TYPE, Pong.TYPE):
+        ts = f.int("ts", minimum=0, maximum=2**53)
+        f.done()
+        return Ping(ts, event_id) if type_ == Ping.TYPE else Pong(ts, event_id)
+    raise UnknownEventType(f"unknown event type '{safe_text(type_)}'", param="type")

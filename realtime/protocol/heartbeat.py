@@ -1,0 +1,66 @@
+"""Protocol-level keepalive, sans-I/O: the caller passes `now` (seconds, monotonic) and acts on the answer.
+
+Browsers cannot send websocket control pings, so liveness lives in the protocol: the server sends
+`ping {ts}` every `interval`; any inbound message counts as liveness; nothing inbound for `timeout`
+means the peer is gone. Pongs that echo a ping we sent give the round-trip time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+MAX_OUTSTANDING = 8
+
+
+class Due(Enum):
+    NOTHING = "nothing"
+    SEND_PING = "send_ping"
+    TIMED_OUT = "timed_out"
+
+
+class Heartbeat:
+    __slots__ = ("interval", "timeout", "_last_inbound", "_next_ping", "_outstanding", "rtt")
+
+    def __init__(self, now: float, interval: float | None, timeout: float | None) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self._last_inbound = now
+        self._next_ping = now + interval if interval else None
+        self._outstanding: deque[int] = deque(maxlen=MAX_OUTSTANDING)
+        self.rtt: float | None = None
+
+    def inbound(self, now: float) -> None:
+        self._last_inbound = now
+
+    def poll(self, now: float) -> Due:
+        if self.timeout is not None and now - self._last_inbound >= self.timeout:
+            return Due.TIMED_OUT
+        if self._next_ping is not None and now >= self._next_ping:
+            return Due.SEND_PING
+        return Due.NOTHING
+
+    def ping_sent(self, now: float) -> int:
+        """Record a ping; returns its `ts` (ms) to put on the wire."""
+        ts = int(now * 1000)
+        self._outstanding.append(ts)
+        if self.interval:
+            self._next_ping = now + self.interval
+        return ts
+
+    def pong(self, ts: int, now: float) -> float | None:
+        """A pong arrived; returns the round-trip time in seconds if it answers one of our pings."""
+        if ts not in self._outstanding:
+            return None
+        while self._outstanding and self._outstanding[0] != ts:
+            self._outstanding.popleft()
+        self._outstanding.popleft()
+        self.rtt = max(0.0, now - ts / 1000)
+        return self.rtt
+
+    def next_deadline(self) -> float | None:
+        """When `poll` may next say something other than NOTHING (None: never)."""
+        times = [t for t in (self._next_ping,) if t is not None]
+        if self.timeout is not None:
+            times.append(self._last_inbound + self.timeout)
+        return min(times) if times else None

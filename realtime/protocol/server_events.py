@@ -1,0 +1,108 @@
+"""Events the server sends. Each constructor returns a ServerEvent; the session numbers it when sending.
+
+On the wire every server event starts with `type`, `event_id` ("evt_<seq>") and `seq` (1, 2, 3... per
+session, so a client can tell what it has seen); events of a response carry `response_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    type: str
+    fields: Mapping[str, Any]
+
+    def to_wire(self, seq: int) -> dict[str, Any]:
+        return {"type": self.type, "event_id": f"evt_{seq}", "seq": seq, **self.fields}
+
+
+def session_created(session: Mapping[str, Any]) -> ServerEvent:
+    return ServerEvent("session.created", {"session": dict(session)})
+
+
+def session_updated(session: Mapping[str, Any]) -> ServerEvent:
+    return ServerEvent("session.updated", {"session": dict(session)})
+
+
+def item_created(item_id: str, role: str, content: list[dict[str, Any]]) -> ServerEvent:
+    item = {"id": item_id, "type": "message", "role": role, "content": content}
+    return ServerEvent("conversation.item.created", {"item": item})
+
+
+def response_created(response_id: str, item_id: str, model: str) -> ServerEvent:
+    response = {"id": response_id, "status": "in_progress", "item_id": item_id, "model": model}
+    return ServerEvent("response.created", {"response": response})
+
+
+def text_delta(response_id: str, item_id: str, delta: str) -> ServerEvent:
+    return ServerEvent("response.text.delta", {"response_id": response_id, "item_id": item_id, "delta": delta})
+
+
+def reasoning_delta(response_id: str, item_id: str, delta: str) -> ServerEvent:
+    return ServerEvent("response.reasoning.delta", {"response_id": response_id, "item_id": item_id, "delta": delta})
+
+
+def response_done(
+    response_id: str,
+    item_id: str,
+    status: str,
+    *,
+    text: str,
+    reasoning: str,
+    usage: Mapping[str, int],
+    metrics: Mapping[str, int | None],
+    reason: str | None = None,
+    error: Mapping[str, str] | None = None,
+) -> ServerEvent:
+    """status: completed | cancelled | incomplete | failed; `reason` says why it is not completed."""
+    response: dict[str, Any] = {"id": response_id, "item_id": item_id, "status": status}
+    if reason is not None or error is not None:
+        details: dict[str, Any] = {}
+        if reason is not None:
+            details["reason"] = reason
+        if error is not None:
+            details["error"] = dict(error)
+        response["status_details"] = details
+    response["output_text"] = text
+    response["reasoning_text"] = reasoning
+    response["usage"] = dict(usage)
+    response["metrics"] = dict(metrics)
+    return ServerEvent("response.done", {"response": response})
+
+
+def error(
+    code: str,
+    message: str,
+    *,
+    event_id: str | None = None,
+    event_type: str | None = None,
+    param: str | None = None,
+    response_id: str | None = None,
+) -> ServerEvent:
+    """`event_id`/`event_type` name the client event that caused it, when there was one."""
+    err: dict[str, Any] = {"code": code, "message": message}
+    if param is not None:
+        err["param"] = param
+    if event_id is not None:
+        err["event_id"] = event_id
+    if event_type is not None:
+        err["event_type"] = event_type
+    fields: dict[str, Any] = {"error": err}
+    if response_id is not None:
+        fields["response_id"] = response_id
+    return ServerEvent("error", fields)
+
+
+def ping(ts: int) -> ServerEvent:
+    return ServerEvent("ping", {"ts": ts})
+
+
+def pong(ts: int, event_id: str | None = None) -> ServerEvent:
+    fields: dict[str, Any] = {"ts": ts}
+    if event_id is not None:
+        fields["reply_to"] = event_id
+    return ServerEvent("pong", fields)

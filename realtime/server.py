@@ -1,0 +1,202 @@
+"""Starlette wiring only: routes, lifespan, the auth hand-off and the websocket transport adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from realtime.auth import Principal, TokenAuthority, origin_allowed, token_from_request
+from realtime.config import Settings
+from realtime.errors import AuthError, CloseCode, LimitExceeded
+from realtime.protocol import server_events as ev
+from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, encode_frame
+from realtime.registry import SessionRegistry
+from realtime.session import PeerClosed, Session
+from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
+
+log = logging.getLogger("realtime.server")
+
+WS_PATH = "/ws"
+
+
+class StarletteTransport:
+    """Adapts a Starlette WebSocket to the session's Transport interface."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+
+    async def receive(self) -> bytes | str:
+        message = await self._ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise PeerClosed(message.get("code", CloseCode.NORMAL))
+        if message.get("bytes") is not None:
+            return message["bytes"]
+        return message.get("text") or ""
+
+    async def send(self, data: bytes | str) -> None:
+        try:
+            if isinstance(data, bytes):
+                await self._ws.send_bytes(data)
+            else:
+                await self._ws.send_text(data)
+        except WebSocketDisconnect as exc:
+            raise PeerClosed(exc.code) from exc
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+
+@dataclass
+class Realtime:
+    """What the routes share: settings, auth, live sessions, the LLM backend."""
+
+    settings: Settings
+    authority: TokenAuthority
+    registry: SessionRegistry
+    llm: ChatBackend
+    http: httpx.AsyncClient | None = None
+    sessions: set[Session] = field(default_factory=set)
+    _none_left: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, session: Session) -> None:
+        self.registry.add(session)
+        self.sessions.add(session)
+        self._none_left.clear()
+
+    def remove(self, session: Session) -> None:
+        self.registry.remove(session)
+        self.sessions.discard(session)
+        if not self.sessions:
+            self._none_left.set()
+
+    async def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Ask every session to close (queued events are flushed first) and wait, bounded, for them."""
+        if not self.sessions:
+            return
+        for session in list(self.sessions):
+            session.request_close(code, reason, flush=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self._none_left.wait()
+
+
+def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realtime:
+    http = None
+    if llm is None:
+        limits = httpx.Limits(max_connections=max(100, settings.max_sessions), max_keepalive_connections=32)
+        http = httpx.AsyncClient(limits=limits)
+        timeouts = OllamaTimeouts(
+            connect=settings.llm_connect_timeout,
+            first_token=settings.llm_first_token_timeout,
+            idle=settings.llm_idle_timeout,
+        )
+        llm = OllamaChat(settings.ollama_url, http, timeouts)
+    return Realtime(
+        settings=settings,
+        authority=TokenAuthority(settings),
+        registry=SessionRegistry(settings.max_sessions, settings.max_sessions_per_user),
+        llm=llm,
+        http=http,
+    )
+
+
+async def healthz(request: Request) -> JSONResponse:
+    rt: Realtime = request.app.state.realtime
+    return JSONResponse({"status": "ok", "sessions": len(rt.registry)})
+
+
+def _deny(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def _refuse(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse before accepting: an HTTP response with a JSON body where the server supports it, else 403."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(_deny(status, code, message))
+    else:
+        await websocket.close(CloseCode.POLICY_VIOLATION)
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    rt: Realtime = websocket.app.state.realtime
+    settings = rt.settings
+    headers = websocket.headers
+    if not origin_allowed(headers.get("origin"), headers.get("host"), settings.allowed_origins):
+        log.info("refused websocket: origin %r not allowed", headers.get("origin"))
+        await _refuse(websocket, 403, "origin_not_allowed", "This origin may not open a session.")
+        return
+    token = token_from_request(headers, websocket.cookies, websocket.query_params)
+    try:
+        if token is None:
+            raise AuthError("no token")
+        principal: Principal = rt.authority.verify(token)
+    except AuthError as exc:
+        log.info("refused websocket: %s", exc.message)
+        await _refuse(websocket, 401, "unauthorized", "A valid access token is required.")
+        return
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    encoding = choose_encoding(offered)
+    if encoding is None:
+        supported = ", ".join(SUBPROTOCOLS)
+        await _refuse(websocket, 400, "unsupported_subprotocol", f"Supported subprotocols: {supported}.")
+        return
+    await websocket.accept(subprotocol=encoding.subprotocol if offered else None)
+    try:
+        rt.registry.check(principal.user)
+    except LimitExceeded as exc:
+        await _send_and_close(websocket, encoding, exc.code, exc.message, CloseCode.TRY_AGAIN_LATER)
+        return
+    session = Session(
+        user=principal.user,
+        encoding=encoding,
+        transport=StarletteTransport(websocket),
+        settings=settings,
+        llm=rt.llm,
+    )
+    rt.add(session)
+    session.log.info("opened for user %s (%s)", principal.user, encoding.value)
+    try:
+        await session.run()
+    finally:
+        rt.remove(session)
+
+
+async def _send_and_close(websocket: WebSocket, encoding: Encoding, code: str, message: str, close: int) -> None:
+    data = encode_frame(ev.error(code, message).to_wire(1), encoding)
+    with contextlib.suppress(Exception):
+        if isinstance(data, bytes):
+            await websocket.send_bytes(data)
+        else:
+            await websocket.send_text(data)
+        await websocket.close(close, code)
+
+
+def create_app(settings: Settings, *, llm: ChatBackend | None = None) -> Starlette:
+    """The ASGI app. `llm` replaces the Ollama client (only benchmarks and embedding programs pass one)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt = build_realtime(settings, llm)
+        app.state.realtime = rt
+        try:
+            yield
+        finally:
+            await rt.close_all()
+            if rt.http is not None:
+                await rt.http.aclose()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        WebSocketRoute(WS_PATH, websocket_endpoint),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,519 @@
+"""One user's session on one connection: it owns its tasks, its conversation and the running response.
+
+Tasks (reader, writer, heartbeat, response) are named, kept in one registry, and cancelled and awaited
+when the session ends, whichever side ends it. Outbound events go through one bounded queue, so a
+client that stops reading stalls its own response (backpressure) and is then closed with SLOW_CONSUMER,
+never growing server memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from realtime.config import Settings
+from realtime.errors import (
+    ClientError,
+    CloseCode,
+    InvalidState,
+    NoActiveResponse,
+    RealtimeError,
+    UpstreamError,
+)
+from realtime.protocol import server_events as ev
+from realtime.protocol.client_events import (
+    ClientEvent,
+    ConversationItemCreate,
+    Limits,
+    Ping,
+    Pong,
+    ResponseCancel,
+    ResponseCreate,
+    SessionUpdate,
+    parse_client_event,
+    peek_ids,
+)
+from realtime.protocol.codec import PROTOCOL_VERSION, Encoding, decode_frame, encode_frame
+from realtime.protocol.heartbeat import Due, Heartbeat
+from realtime.protocol.server_events import ServerEvent
+from realtime.protocol.state import ConnectionState, State, Trigger
+from realtime.stages.llm import ChatBackend, ChatDelta, ChatDone, ChatRequest
+from realtime.stages.reasoning import Part, ThinkSplitter
+
+log = logging.getLogger("realtime.session")
+
+ERROR_BURST = 50  # invalid messages tolerated in a burst...
+ERROR_REFILL_PER_S = 5.0  # ...and per second after that, before the link is closed
+CLOSE_TIMEOUT = 5.0
+FLUSH_TIMEOUT = 2.0
+
+
+class SessionClosing(Exception):
+    """Raised inside a session task when the session is ending; the task just stops."""
+
+
+class _SessionLog(logging.LoggerAdapter):
+    """Prefixes every record with the session id (convention: the session id in every record)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['session']}] {msg}", kwargs
+
+
+class PeerClosed(Exception):
+    """The client closed the link (or it broke)."""
+
+    def __init__(self, code: int = CloseCode.NORMAL) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Transport(Protocol):
+    """What a session needs from a websocket. `receive` raises PeerClosed when the link is gone."""
+
+    async def receive(self) -> bytes | str: ...
+
+    async def send(self, data: bytes | str) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReason:
+    code: int
+    reason: str
+    by_peer: bool = False
+    flush: bool = False  # send what is queued before closing (graceful shutdown)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What a client may change with session.update (and override per response)."""
+
+    model: str
+    instructions: str
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    reasoning: bool | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "instructions": self.instructions,
+            "temperature": self.temperature,
+            "max_output_tokens": self.max_output_tokens,
+            "reasoning": self.reasoning,
+        }
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    role: str
+    content: str
+    reasoning: str = ""
+    status: str = "completed"
+
+
+@dataclass(slots=True)
+class Response:
+    """A response being generated; filled in by its task, finished exactly once."""
+
+    id: str
+    item_id: str
+    settings: SessionSettings
+    started_at: float
+    task: asyncio.Task[None] | None = None
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    chars: int = 0
+    first_token_at: float | None = None
+    first_text_at: float | None = None
+    usage: dict[str, int | None] = field(default_factory=lambda: {"input_tokens": None, "output_tokens": None})
+    finished: bool = False
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        user: str,
+        encoding: Encoding,
+        transport: Transport,
+        settings: Settings,
+        llm: ChatBackend,
+        clock: Callable[[], float] = time.monotonic,
+        session_id: str | None = None,
+    ) -> None:
+        self.session_id = session_id or "sess_" + secrets.token_hex(8)
+        self.user = user
+        self.encoding = encoding
+        self._transport = transport
+        self._settings = settings
+        self._llm = llm
+        self._clock = clock
+        self._limits = Limits(max_text_chars=settings.max_text_chars)
+        self._defaults = SessionSettings(model=settings.llm_model, instructions=settings.instructions)
+        self.config = self._defaults
+        self._conn = ConnectionState()
+        self._heartbeat = Heartbeat(clock(), settings.ping_interval, settings.ping_timeout)
+        self._out: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=settings.outbound_queue_size)
+        self._seq = 0
+        self._ids = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: asyncio.Future[CloseReason] | None = None
+        self._error_tokens = float(ERROR_BURST)
+        self._error_at = clock()
+        self.history: list[HistoryEntry] = []
+        self.response: Response | None = None
+        self.log = _SessionLog(log, {"session": self.session_id})
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._conn.state
+
+    async def run(self) -> CloseReason:
+        """Serve the connection until either side closes it; always cleans up every task."""
+        self._closing = asyncio.get_running_loop().create_future()
+        reason = CloseReason(CloseCode.INTERNAL_ERROR, "internal error")
+        try:
+            await self._emit(ev.session_created(self._session_info()))
+            self._spawn(self._writer(), "writer")
+            self._spawn(self._reader(), "reader")
+            self._spawn(self._heartbeat_loop(), "heartbeat")
+            reason = await self._closing
+        except asyncio.CancelledError:
+            reason = CloseReason(CloseCode.GOING_AWAY, "server shutting down")
+            raise
+        finally:
+            await self._shutdown(reason)
+        return reason
+
+    def request_close(self, code: int, reason: str, *, by_peer: bool = False, flush: bool = False) -> None:
+        """Ask the session to end (idempotent: the first reason wins)."""
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(CloseReason(code, reason, by_peer, flush))
+
+    async def _shutdown(self, reason: CloseReason) -> None:
+        if self._conn.state not in (State.CLOSING, State.CLOSED):
+            self._conn.apply(Trigger.CLOSE)
+        self.log.info("closing: code=%s reason=%s by_peer=%s", reason.code, reason.reason, reason.by_peer)
+        if self.response is not None:
+            await self._cancel_response("session_closed")
+        writer = next((t for t in self._tasks if t.get_name().endswith(":writer")), None)
+        others = [t for t in self._tasks if t is not writer]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if writer is not None:
+            if reason.flush and not reason.by_peer:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FLUSH_TIMEOUT):
+                        await self._out.join()
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        self._tasks.clear()
+        if not reason.by_peer:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._transport.close(reason.code, reason.reason)
+        self._conn.apply(Trigger.CLOSED)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, SessionClosing):
+            self.log.error("task %s failed", task.get_name(), exc_info=exc)
+            self.request_close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    # ---- outbound --------------------------------------------------------------------------------
+
+    async def _emit(self, event: ServerEvent) -> None:
+        """Number, encode and queue one event. Waits (bounded) when the client is not reading."""
+        self._seq += 1
+        data = encode_frame(event.to_wire(self._seq), self.encoding)
+        try:
+            self._out.put_nowait(data)
+            return
+        except asyncio.QueueFull:
+            pass
+        try:
+            async with asyncio.timeout(self._settings.send_timeout):
+                await self._out.put(data)
+        except TimeoutError:
+            self.request_close(CloseCode.SLOW_CONSUMER, "client is not reading")
+            raise SessionClosing from None
+
+    async def _writer(self) -> None:
+        while True:
+            data = await self._out.get()
+            try:
+                async with asyncio.timeout(self._settings.send_timeout):
+                    await self._transport.send(data)
+            except TimeoutError:
+                self.request_close(CloseCode.SLOW_CONSUMER, "client is not reading")
+                return
+            except (PeerClosed, OSError, RuntimeError):
+                self.request_close(CloseCode.NORMAL, "link lost", by_peer=True)
+                return
+            finally:
+                self._out.task_done()
+
+    # ---- inbound ---------------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                data = await self._transport.receive()
+            except PeerClosed as closed:
+                self.request_close(closed.code, "closed by client", by_peer=True)
+                return
+            self._heartbeat.inbound(self._clock())
+            if self._conn.state not in (State.IDLE, State.RESPONDING):
+                continue
+            await self._handle_frame(data)
+
+    async def _handle_frame(self, data: bytes | str) -> None:
+        raw: dict[str, Any] | None = None
+        try:
+            raw = decode_frame(data, self.encoding, max_size=self._settings.max_message_size)
+            event = parse_client_event(raw, base64_binary=self.encoding is Encoding.JSON, limits=self._limits)
+            if not self._conn.accepts(event.TYPE):
+                return
+            await self._dispatch(event)
+        except ClientError as exc:
+            event_id, event_type = peek_ids(raw) if raw is not None else (None, None)
+            await self._client_error(exc, event_id, event_type)
+
+    async def _client_error(self, exc: RealtimeError, event_id: str | None, event_type: str | None) -> None:
+        now = self._clock()
+        self._error_tokens = min(ERROR_BURST, self._error_tokens + (now - self._error_at) * ERROR_REFILL_PER_S)
+        self._error_at = now
+        self._error_tokens -= 1
+        self.log.debug("client error %s: %s", exc.code, exc.message)
+        await self._emit(ev.error(exc.code, exc.message, event_id=event_id, event_type=event_type, param=exc.param))
+        if self._error_tokens < 0:
+            self.request_close(CloseCode.TOO_MANY_ERRORS, "too many invalid messages")
+
+    async def _dispatch(self, event: ClientEvent) -> None:
+        match event:
+            case Pong():
+                self._heartbeat.pong(event.ts, self._clock())
+            case Ping():
+                await self._emit(ev.pong(event.ts, event.event_id))
+            case SessionUpdate():
+                self._update_session(event)
+                await self._emit(ev.session_updated(self._session_info()))
+            case ConversationItemCreate():
+                if event.role == "user" and self.response is not None:
+                    await self._cancel_response("superseded")
+                item_id = self._new_id("item")
+                self.history.append(HistoryEntry(event.role, event.text))
+                self._trim_history()
+                content = [part.to_wire() for part in event.content]
+                await self._emit(ev.item_created(item_id, event.role, content))
+            case ResponseCreate():
+                if self.response is not None:
+                    await self._cancel_response("superseded")
+                await self._start_response(replace(self.config, **self._resolve(event.overrides)))
+            case ResponseCancel():
+                active = self.response
+                if active is None or (event.response_id is not None and event.response_id != active.id):
+                    raise NoActiveResponse("There is no active response to cancel.", param="response_id")
+                await self._cancel_response("client_cancelled")
+
+    def _resolve(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Null instructions mean the server's default; other nulls mean "no override" (model default)."""
+        return {
+            name: self._defaults.instructions if name == "instructions" and value is None else value
+            for name, value in changes.items()
+        }
+
+    def _update_session(self, event: SessionUpdate) -> None:
+        if self.response is not None and "model" in event.changes and event.changes["model"] != self.config.model:
+            raise InvalidState("The model cannot change while a response is running.", param="session.model")
+        self.config = replace(self.config, **self._resolve(event.changes))
+
+    def _session_info(self) -> dict[str, Any]:
+        s = self._settings
+        return {
+            "id": self.session_id,
+            "user": self.user,
+            "protocol": PROTOCOL_VERSION,
+            "encoding": self.encoding.value,
+            **self.config.to_wire(),
+            "limits": {
+                "max_message_size": s.max_message_size,
+                "max_text_chars": s.max_text_chars,
+                "max_response_chars": s.max_response_chars,
+            },
+            "ping_interval_ms": int(s.ping_interval * 1000) if s.ping_interval else None,
+            "ping_timeout_ms": int(s.ping_timeout * 1000) if s.ping_timeout else None,
+        }
+
+    # ---- heartbeat -------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            due = self._heartbeat.poll(self._clock())
+            if due is Due.TIMED_OUT:
+                self.log.info("no traffic for %.1fs: closing", self._heartbeat.timeout or 0)
+                self.request_close(CloseCode.PING_TIMEOUT, "ping timeout")
+                return
+            if due is Due.SEND_PING:
+                await self._emit(ev.ping(self._heartbeat.ping_sent(self._clock())))
+                continue
+            deadline = self._heartbeat.next_deadline()
+            if deadline is None:
+                return
+            await asyncio.sleep(max(0.0, deadline - self._clock()))
+
+    @property
+    def rtt(self) -> float | None:
+        return self._heartbeat.rtt
+
+    # ---- responses -------------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}_{self._ids}"
+
+    def _llm_messages(self, settings: SessionSettings) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": settings.instructions}] if settings.instructions else []
+        messages.extend({"role": h.role, "content": h.content} for h in self.history if h.content)
+        return messages
+
+    def _trim_history(self) -> None:
+        """Keep the newest entries within max_history_chars (the newest one always stays)."""
+        total = sum(len(h.content) for h in self.history)
+        while len(self.history) > 1 and total > self._settings.max_history_chars:
+            total -= len(self.history.pop(0).content)
+
+    async def _start_response(self, settings: SessionSettings) -> None:
+        response = Response(
+            id=self._new_id("resp"), item_id=self._new_id("item"), settings=settings, started_at=self._clock()
+        )
+        self._conn.apply(Trigger.RESPONSE_START)
+        self.response = response
+        await self._emit(ev.response_created(response.id, response.item_id, settings.model))
+        response.task = self._spawn(self._generate(response), f"response:{response.id}")
+
+    async def _generate(self, response: Response) -> None:
+        settings = response.settings
+        max_tokens = settings.max_output_tokens or self._settings.max_output_tokens
+        request = ChatRequest(
+            model=settings.model,
+            messages=self._llm_messages(settings),
+            temperature=settings.temperature,
+            max_tokens=max_tokens,
+            think=settings.reasoning,
+        )
+        splitter = ThinkSplitter()
+        status, reason, error = "completed", None, None
+        try:
+            async with contextlib.aclosing(self._llm.stream_chat(request)) as stream:
+                async for chunk in stream:
+                    if isinstance(chunk, ChatDone):
+                        response.usage = {"input_tokens": chunk.prompt_tokens, "output_tokens": chunk.output_tokens}
+                        if chunk.done_reason == "length":
+                            status, reason = "incomplete", "max_output_tokens"
+                        break
+                    assert isinstance(chunk, ChatDelta)
+                    pieces: list[tuple[Part, str]] = []
+                    if chunk.thinking:
+                        pieces.append((Part.REASONING, chunk.thinking))
+                    if chunk.content:
+                        pieces.extend(splitter.feed(chunk.content))
+                    if not await self._send_pieces(response, pieces):
+                        status, reason = "incomplete", "max_response_chars"
+                        break
+            if status == "completed" or reason == "max_output_tokens":
+                await self._send_pieces(response, splitter.flush())
+        except UpstreamError as exc:
+            self.log.warning("response %s failed: %s (%s)", response.id, exc.code, exc.__cause__ or exc)
+            status, reason, error = "failed", "error", {"code": exc.code, "message": exc.message}
+            await self._emit(ev.error(exc.code, exc.message, response_id=response.id))
+        await self._finish(response, status, reason, error)
+
+    async def _send_pieces(self, response: Response, pieces: list[tuple[Part, str]]) -> bool:
+        """Emit deltas; False once the reply reaches max_response_chars (the rest is cut)."""
+        for part, text in pieces:
+            room = self._settings.max_response_chars - response.chars
+            if room <= 0:
+                return False
+            text = text[:room]
+            response.chars += len(text)
+            now = self._clock()
+            if response.first_token_at is None:
+                response.first_token_at = now
+            if part is Part.REASONING:
+                response.reasoning.append(text)
+                await self._emit(ev.reasoning_delta(response.id, response.item_id, text))
+            else:
+                if response.first_text_at is None:
+                    response.first_text_at = now
+                response.text.append(text)
+                await self._emit(ev.text_delta(response.id, response.item_id, text))
+        return response.chars < self._settings.max_response_chars
+
+    async def _cancel_response(self, reason: str) -> None:
+        """Stop the running response now (the upstream stream is closed) and report it cancelled."""
+        response = self.response
+        if response is None:
+            return
+        task = response.task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._finish(response, "cancelled", reason, None)
+
+    async def _finish(self, response: Response, status: str, reason: str | None, error: dict[str, str] | None) -> None:
+        if response.finished:
+            return
+        response.finished = True
+        text, reasoning = "".join(response.text), "".join(response.reasoning)
+        if text or reasoning:
+            self.history.append(HistoryEntry("assistant", text, reasoning, status))
+            self._trim_history()
+        self.response = None
+        self._conn.apply(Trigger.RESPONSE_END)
+        if self._conn.state is not State.IDLE:
+            return  # closing: nobody to tell
+        now = self._clock()
+
+        def ms(t: float | None) -> int | None:
+            return None if t is None else int((t - response.started_at) * 1000)
+
+        metrics = {
+            "first_token_ms": ms(response.first_token_at),
+            "first_text_ms": ms(response.first_text_at),
+            "total_ms": ms(now),
+            "rtt_ms": None if self._heartbeat.rtt is None else int(self._heartbeat.rtt * 1000),
+        }
+        await self._emit(
+            ev.response_done(
+                response.id,
+                response.item_id,
+                status,
+                text=text,
+                reasoning=reasoning,
+                usage=response.usage,
+                metrics=metrics,
+                reason=reason,
+                error=error,
+            )
+        )

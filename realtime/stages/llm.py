@@ -1,0 +1,238 @@
+"""LLM stage: streamed chat through Ollama's HTTP API (`POST /api/chat`, NDJSON), with bounded waits.
+
+Every failure of the upstream becomes an UpstreamError subclass with a message safe for clients;
+cancelling the consuming task closes the HTTP stream at once (the upstream stops generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from realtime.errors import (
+    ModelNotFound,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger("realtime.llm")
+
+MAX_LINE_BYTES = 1 << 20
+MAX_ERROR_BODY = 16 << 10
+MAX_UPSTREAM_MESSAGE = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: Sequence[Mapping[str, Any]]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    think: bool | None = None
+    keep_alive: str | int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": list(self.messages), "stream": True}
+        options: dict[str, Any] = {}
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            options["num_predict"] = self.max_tokens
+        if options:
+            body["options"] = options
+        if self.think is not None:
+            body["think"] = self.think
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDelta:
+    """A streamed piece: answer text and/or the model's separate `thinking` field."""
+
+    content: str = ""
+    thinking: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDone:
+    done_reason: str | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+
+
+ChatChunk = ChatDelta | ChatDone
+
+
+class ChatBackend(Protocol):
+    """What a session needs from an LLM: one streamed chat. Cancel the iteration to stop it."""
+
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OllamaTimeouts:
+    connect: float = 5.0
+    first_token: float | None = 300.0  # includes the upstream loading the model
+    idle: float | None = 120.0  # between two chunks once streaming
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_UPSTREAM_MESSAGE else text[:MAX_UPSTREAM_MESSAGE] + "..."
+
+
+class OllamaChat:
+    """Client of one Ollama (or Ollama-compatible) server."""
+
+    def __init__(self, base_url: str, http: httpx.AsyncClient, timeouts: OllamaTimeouts | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = http
+        self._timeouts = timeouts or OllamaTimeouts()
+
+    def _timeout(self) -> httpx.Timeout:
+        # Reads are bounded by our own first-token/idle deadlines below, not by httpx.
+        return httpx.Timeout(connect=self._timeouts.connect, read=None, write=30.0, pool=self._timeouts.connect)
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        url = f"{self.base_url}/api/chat"
+        try:
+            async with self._http.stream("POST", url, json=request.payload(), timeout=self._timeout()) as resp:
+                if resp.status_code != 200:
+                    raise await self._status_error(resp, request.model)
+                got_done = False
+                async for obj in self._objects(resp):
+                    for chunk in _parse_chunks(obj):
+                        yield chunk
+                        got_done = isinstance(chunk, ChatDone)
+                    if got_done:
+                        break
+                if not got_done:
+                    raise UpstreamProtocolError("The language model service ended the reply early.")
+        except UpstreamError:
+            raise
+        except httpx.ConnectError as exc:
+            raise UpstreamUnavailable() from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout() from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise UpstreamError("The connection to the language model service was lost.") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError() from exc
+
+    async def _objects(self, resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        """NDJSON objects, each line bounded, each wait bounded (first token, then idle)."""
+        buffer = b""
+        chunks = resp.aiter_bytes()
+        deadline = self._timeouts.first_token
+        while True:
+            try:
+                async with asyncio.timeout(deadline):
+                    data = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TimeoutError as exc:
+                raise UpstreamTimeout() from exc
+            deadline = self._timeouts.idle
+            buffer += data
+            while (nl := buffer.find(b"\n")) >= 0:
+                line, buffer = buffer[:nl], buffer[nl + 1 :]
+                if line.strip():
+                    yield _json_line(line)
+            if len(buffer) > MAX_LINE_BYTES:
+                raise UpstreamProtocolError()
+        if buffer.strip():
+            yield _json_line(buffer)
+
+    async def _status_error(self, resp: httpx.Response, model: str) -> UpstreamError:
+        body = b""
+        async for data in resp.aiter_bytes():
+            body += data
+            if len(body) > MAX_ERROR_BODY:
+                break
+        message = ""
+        try:
+            obj = json.loads(body[:MAX_ERROR_BODY])
+            if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+                message = _short(obj["error"])
+        except ValueError:
+            pass
+        log.warning("upstream answered HTTP %s: %s", resp.status_code, message or body[:200])
+        if resp.status_code == 404:
+            return ModelNotFound(f"The model '{_short(model)}' is not available.")
+        if 400 <= resp.status_code < 500:
+            return UpstreamRejected(f"The language model service refused the request: {message}" if message else None)
+        if resp.status_code == 503:
+            return UpstreamUnavailable("The language model service is busy or unavailable.")
+        return UpstreamError()
+
+    async def version(self) -> str:
+        """GET /api/version; raises UpstreamUnavailable when nothing answers like Ollama."""
+        try:
+            resp = await self._http.get(f"{self.base_url}/api/version", timeout=self._timeout())
+            resp.raise_for_status()
+            version = resp.json().get("version")
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            raise UpstreamUnavailable() from exc
+        if not isinstance(version, str):
+            raise UpstreamUnavailable()
+        return version
+
+
+def _json_line(line: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise UpstreamProtocolError() from exc
+    if not isinstance(obj, dict):
+        raise UpstreamProtocolError()
+    return obj
+
+
+def _parse_chunks(obj: Mapping[str, Any]) -> list[ChatChunk]:
+    """One NDJSON object -> its delta (if it carries text) and its done marker (if final)."""
+    error = obj.get("error")
+    if error is not None:
+        log.warning("upstream error mid-stream: %s", _short(str(error)))
+        raise UpstreamError("The language model service failed while answering.")
+    out: list[ChatChunk] = []
+    message = obj.get("message")
+    if message is not None:
+        if not isinstance(message, Mapping):
+            raise UpstreamProtocolError()
+        content = message.get("content") or ""
+        thinking = message.get("thinking") or ""
+        if not isinstance(content, str) or not isinstance(thinking, str):
+            raise UpstreamProtocolError()
+        if content or thinking:
+            out.append(ChatDelta(content=content, thinking=thinking))
+    done = obj.get("done")
+    if done is True:
+        out.append(
+            ChatDone(
+                done_reason=_opt_str(obj.get("done_reason")),
+                prompt_tokens=_opt_int(obj.get("prompt_eval_count")),
+                output_tokens=_opt_int(obj.get("eval_count")),
+            )
+        )
+    elif done not in (False, None):
+        raise UpstreamProtocolError()
+    return out
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

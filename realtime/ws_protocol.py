@@ -1,0 +1,28 @@
+"""uvicorn's sans-I/O websocket protocol, fixed to answer a bad handshake instead of hanging.
+
+With an oversized header line, too many headers or a malformed request, `websockets` rejects the
+handshake (431/414/400) inside its sans-I/O state, but uvicorn 0.54 never writes that answer out, so the
+client hangs until its own timeout. We flush the rejection and close the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+log = logging.getLogger("realtime.server")
+
+
+class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.handshake_complete or self.conn.handshake_exc is None or self.transport.is_closing():
+            return
+        log.info("refused websocket handshake: %s", self.conn.handshake_exc)
+        output = self.conn.data_to_send()
+        if output:
+            self.transport.write(b"".join(output))
+        self.handshake_complete = True
+        self.close_sent = True
+        self.transport.close()
