@@ -59,6 +59,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the server dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """uvicorn re-raises the signal it handled once it has shut down; exit cleanly so cleanup runs."""
+    raise SystemExit(0)
+
+
 @contextlib.contextmanager
 def embedded_llm(settings: Settings) -> Iterator[str]:
     """Run the Ollama-compatible endpoint on the local GGUF as a child process; yield its base URL."""
@@ -86,7 +99,7 @@ def embedded_llm(settings: Settings) -> Iterator[str]:
         cmd += ["--threads", str(settings.embedded_llm_threads)]
     url = f"http://{host}:{port}"
     log.info("no Ollama at %s: starting the embedded LLM endpoint at %s", settings.ollama_url, url)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
     try:
         deadline = time.monotonic() + EMBEDDED_START_TIMEOUT
         while not ollama_answers(url, timeout=1.0):
@@ -166,6 +179,7 @@ def serve(settings: Settings) -> int:
             f"-H 'Authorization: Bearer {token}'\n",
             flush=True,
         )
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         server.run()
     return 0
 

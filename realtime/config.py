@@ -97,11 +97,18 @@ def _parse_optional_float(raw: str) -> float | None:
 def _parse_optional_int(raw: str) -> int | None:
     if raw.strip().lower() in {"", "none", "off"}:
         return None
-    return int(raw)
+    return _parse_positive_int(raw)
 
 
 def _parse_tuple(raw: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be > 0")
+    return value
 
 
 def _parse_positive_int(raw: str) -> int:
@@ -113,7 +120,7 @@ def _parse_positive_int(raw: str) -> int:
 
 _PARSERS = {
     "int": _parse_positive_int,
-    "float": float,
+    "float": _parse_positive_float,
     "float | None": _parse_optional_float,
     "int | None": _parse_optional_int,
     "str": str,

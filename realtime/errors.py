@@ -1,8 +1,9 @@
 """One error tree. Every error has a stable `code` (sent to clients) and a message safe to show.
 
-`ClientError`: the peer did something wrong; the session carries on after an error event.
-`ServerError`: we (or an upstream) failed; the client gets a generic message, details go to the log.
-Errors that break the link itself map to a websocket close code (see CLOSE_CODES and docs/protocol.md).
+`ClientError`: the peer did something wrong; it gets an error event and, unless a limit closes the link,
+the session carries on. `ServerError`: we (or an upstream) failed; the client gets a generic message,
+details go to the log. Conditions that end the link map to a websocket close code (CloseCode below;
+docs/protocol.md lists them all).
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    INVALID_PAYLOAD = 1007  # e.g. invalid UTF-8 in a text frame
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
+    PROTOCOL_ERROR = 1002  # sent by the websocket layer
+    INVALID_PAYLOAD = 1007  # sent by the websocket layer: invalid UTF-8 in a text frame
+    POLICY_VIOLATION = 1008  # handshake refused where no HTTP denial response can be sent
+    MESSAGE_TOO_BIG = 1009  # sent by the websocket layer: message over REALTIME_MAX_MESSAGE_SIZE
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013  # session limits reached
     PING_TIMEOUT = 4000  # nothing received for ping_timeout seconds
     SLOW_CONSUMER = 4001  # the client stopped reading: outbound buffer stayed full for send_timeout
-    SESSION_REPLACED = 4002
     TOO_MANY_ERRORS = 4003  # a flood of invalid messages
 
 

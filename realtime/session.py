@@ -118,6 +118,10 @@ class HistoryEntry:
     reasoning: str = ""
     status: str = "completed"
 
+    @property
+    def size(self) -> int:
+        return len(self.content) + len(self.reasoning)
+
 
 @dataclass(slots=True)
 class Response:
@@ -161,7 +165,7 @@ class Session:
         self.config = self._defaults
         self._conn = ConnectionState()
         self._heartbeat = Heartbeat(clock(), settings.ping_interval, settings.ping_timeout)
-        self._out: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=settings.outbound_queue_size)
+        self._out: asyncio.Queue[ServerEvent] = asyncio.Queue(maxsize=settings.outbound_queue_size)
         self._seq = 0
         self._ids = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -243,24 +247,25 @@ class Session:
     # ---- outbound --------------------------------------------------------------------------------
 
     async def _emit(self, event: ServerEvent) -> None:
-        """Number, encode and queue one event. Waits (bounded) when the client is not reading."""
-        self._seq += 1
-        data = encode_frame(event.to_wire(self._seq), self.encoding)
+        """Queue one event. Waits (bounded) when the client is not reading: backpressure on the producer."""
         try:
-            self._out.put_nowait(data)
+            self._out.put_nowait(event)
             return
         except asyncio.QueueFull:
             pass
         try:
             async with asyncio.timeout(self._settings.send_timeout):
-                await self._out.put(data)
+                await self._out.put(event)
         except TimeoutError:
             self.request_close(CloseCode.SLOW_CONSUMER, "client is not reading")
             raise SessionClosing from None
 
     async def _writer(self) -> None:
+        """The only sender: numbers events here, so `seq` follows the wire order exactly, without gaps."""
         while True:
-            data = await self._out.get()
+            event = await self._out.get()
+            self._seq += 1
+            data = encode_frame(event.to_wire(self._seq), self.encoding)
             try:
                 async with asyncio.timeout(self._settings.send_timeout):
                     await self._transport.send(data)
@@ -307,7 +312,7 @@ class Session:
         self.log.debug("client error %s: %s", exc.code, exc.message)
         await self._emit(ev.error(exc.code, exc.message, event_id=event_id, event_type=event_type, param=exc.param))
         if self._error_tokens < 0:
-            self.request_close(CloseCode.TOO_MANY_ERRORS, "too many invalid messages")
+            self.request_close(CloseCode.TOO_MANY_ERRORS, "too many invalid messages", flush=True)
 
     async def _dispatch(self, event: ClientEvent) -> None:
         match event:
@@ -337,7 +342,9 @@ class Session:
                 await self._cancel_response("client_cancelled")
 
     def _resolve(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Null instructions mean the server's default; other nulls mean "no override" (model default)."""
+        """Null instructions mean the server's instructions; other nulls clear the session's own value
+        (temperature: the model's default; max_output_tokens: REALTIME_MAX_OUTPUT_TOKENS; reasoning: the
+        model's default). The model cannot be null."""
         return {
             name: self._defaults.instructions if name == "instructions" and value is None else value
             for name, value in changes.items()
@@ -398,12 +405,14 @@ class Session:
         return messages
 
     def _trim_history(self) -> None:
-        """Keep the newest entries within max_history_chars (the newest one always stays)."""
-        total = sum(len(h.content) for h in self.history)
+        """Keep the newest entries within max_history_chars, reasoning included (the newest one always stays)."""
+        total = sum(h.size for h in self.history)
         while len(self.history) > 1 and total > self._settings.max_history_chars:
-            total -= len(self.history.pop(0).content)
+            total -= self.history.pop(0).size
 
     async def _start_response(self, settings: SessionSettings) -> None:
+        if self._conn.state is not State.IDLE:
+            return  # the session started closing while a superseded response was being cancelled
         response = Response(
             id=self._new_id("resp"), item_id=self._new_id("item"), settings=settings, started_at=self._clock()
         )
@@ -450,25 +459,29 @@ class Session:
         await self._finish(response, status, reason, error)
 
     async def _send_pieces(self, response: Response, pieces: list[tuple[Part, str]]) -> bool:
-        """Emit deltas; False once the reply reaches max_response_chars (the rest is cut)."""
+        """Emit deltas; False once text had to be cut at max_response_chars.
+
+        Text is recorded only once its event is queued, so a response cancelled while waiting on a slow
+        client never claims text the client will not receive.
+        """
         for part, text in pieces:
             room = self._settings.max_response_chars - response.chars
-            if room <= 0:
-                return False
+            cut = len(text) > room
             text = text[:room]
-            response.chars += len(text)
-            now = self._clock()
-            if response.first_token_at is None:
-                response.first_token_at = now
-            if part is Part.REASONING:
-                response.reasoning.append(text)
-                await self._emit(ev.reasoning_delta(response.id, response.item_id, text))
-            else:
-                if response.first_text_at is None:
-                    response.first_text_at = now
-                response.text.append(text)
-                await self._emit(ev.text_delta(response.id, response.item_id, text))
-        return response.chars < self._settings.max_response_chars
+            if text:
+                now = self._clock()
+                if part is Part.REASONING:
+                    await self._emit(ev.reasoning_delta(response.id, response.item_id, text))
+                    response.reasoning.append(text)
+                else:
+                    await self._emit(ev.text_delta(response.id, response.item_id, text))
+                    response.text.append(text)
+                    response.first_text_at = response.first_text_at or now
+                response.first_token_at = response.first_token_at or now
+                response.chars += len(text)
+            if cut:
+                return False
+        return True
 
     async def _cancel_response(self, reason: str) -> None:
         """Stop the running response now (the upstream stream is closed) and report it cancelled."""

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from realtime.errors import InvalidMessage, UnknownEventType
+from realtime.errors import InvalidMessage, MessageTooLarge, UnknownEventType
 from realtime.protocol.fields import Fields, safe_text
 
 MAX_EVENT_ID_LEN = 64
 MAX_MODEL_NAME_LEN = 200
 MAX_CONTENT_PARTS = 16
+MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer JavaScript clients represent exactly
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ def peek_ids(raw: Mapping[Any, Any]) -> tuple[str | None, str | None]:
 
 
 def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, Any]:
-    """Parse the settable fields that are present; keep explicit nulls (they reset to the default)."""
+    """Parse the settable fields that are present; explicit nulls are kept (the session gives them meaning)."""
     out: dict[str, Any] = {}
     for name in names:
         if not f.has(name):
@@ -160,7 +161,7 @@ def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, An
         elif name == "reasoning":
             out[name] = f.bool(name, nullable=True)
     if "model" in out and not out["model"].strip():
-        raise InvalidMessage("'model' must not be empty", param="model")
+        raise InvalidMessage(f"'{f.path('model')}' must not be empty", param=f.path("model"))
     f.done()
     return out
 
@@ -183,7 +184,7 @@ def _parse_item_create(f: Fields, event_id: str | None, limits: Limits) -> Conve
     content = tuple(_content(p, role, limits) for p in parts)
     item.done()
     if sum(len(p.text) for p in content) > limits.max_text_chars:
-        raise InvalidMessage(f"message text is longer than {limits.max_text_chars} characters", param="item")
+        raise MessageTooLarge(f"message text is longer than {limits.max_text_chars} characters", param="item.content")
     return ConversationItemCreate(role=role, content=content, event_id=event_id)
 
 
@@ -212,7 +213,7 @@ def parse_client_event(
         f.done()
         return ResponseCancel(response_id, event_id)
     if type_ in (Ping.TYPE, Pong.TYPE):
-        ts = f.int("ts", minimum=0, maximum=2**53)
+        ts = f.int("ts", minimum=0, maximum=MAX_SAFE_INTEGER)
         f.done()
         return Ping(ts, event_id) if type_ == Ping.TYPE else Pong(ts, event_id)
     raise UnknownEventType(f"unknown event type '{safe_text(type_)}'", param="type")

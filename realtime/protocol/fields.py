@@ -62,8 +62,11 @@ class Fields:
         self._base64 = base64_binary
         self._used: set[str] = set()
 
-    def _name(self, key: str) -> str:
+    def path(self, key: str) -> str:
+        """The full path of a field, as errors name it."""
         return f"{self._path}.{key}" if self._path else key
+
+    _name = path
 
     def _get(self, key: str, required: bool) -> Any:
         self._used.add(key)

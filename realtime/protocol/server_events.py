@@ -1,7 +1,9 @@
 """Events the server sends. Each constructor returns a ServerEvent; the session numbers it when sending.
 
 On the wire every server event starts with `type`, `event_id` ("evt_<seq>") and `seq` (1, 2, 3... per
-session, so a client can tell what it has seen); events of a response carry `response_id`.
+session, numbered by the sender in wire order, so a client can tell what it has seen). Events streamed
+within a response carry `response_id`; response.created and response.done carry the response object,
+whose `id` it is.
 """
 
 from __future__ import annotations

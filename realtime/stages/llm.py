@@ -168,8 +168,10 @@ class OllamaChat:
         except ValueError:
             pass
         log.warning("upstream answered HTTP %s: %s", resp.status_code, message or body[:200])
-        if resp.status_code == 404:
+        if resp.status_code == 404 and "model" in message.lower():
             return ModelNotFound(f"The model '{_short(model)}' is not available.")
+        if resp.status_code == 404:  # not Ollama's "model not found": a wrong REALTIME_OLLAMA_URL, most likely
+            return UpstreamError("The language model service has no chat endpoint at the configured address.")
         if 400 <= resp.status_code < 500:
             return UpstreamRejected(f"The language model service refused the request: {message}" if message else None)
         if resp.status_code == 503:

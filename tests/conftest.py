@@ -1,0 +1,68 @@
+"""Shared fixtures: the real server as a child process, the real embedded LLM, a fake external upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_ollama import FakeOllama
+from tests.support.server import ServerProcess, free_port
+
+
+@pytest.fixture(scope="session")
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A scriptable external Ollama stand-in (see tests/support/fake_ollama.py)."""
+    upstream = FakeOllama(free_port()).start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="session")
+def local_ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded Ollama-compatible endpoint on the real SmolLM2 model; yields its URL."""
+    from tests.support.local_ollama import start_local_ollama
+
+    with start_local_ollama() as proc:
+        yield proc.url
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="session")
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """Start servers with extra REALTIME_* settings; all are stopped at the end of the run."""
+    started: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        base = tmp_path_factory.mktemp("server")
+        proc = ServerProcess(
+            {f"REALTIME_{k.upper()}": str(v) for k, v in env.items()}, base / "state", base / "server.log"
+        )
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def server(server_factory: ServerFactory, local_ollama: str) -> ServerProcess:
+    """The server on the real embedded model (SmolLM2 through the Ollama protocol)."""
+    return server_factory(ollama_url=local_ollama, llm_model="smollm2:135m", max_output_tokens="48")
+
+
+@pytest.fixture(scope="session")
+def fake_server(server_factory: ServerFactory, fake_ollama: FakeOllama) -> ServerProcess:
+    """The server on the scriptable fake upstream (for faults and exact-output cases)."""
+    return server_factory(ollama_url=fake_ollama.url, llm_model="echo")
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    path = Path(__file__).resolve().parents[1] / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
