@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from realtime.assets import LLM_GGUF, default_cache_dir
+from realtime.assets import LLM_GGUF, VAD_ONNX, WHISPER_DIR, default_cache_dir
 from realtime.errors import ConfigError
 
 _UNSET = object()
@@ -63,6 +63,16 @@ class Settings:
     max_history_chars: int = 16_000
     max_output_tokens: int | None = None
 
+    # Voice input. "auto": on when the models are present; "on": fail at start without them; "off".
+    voice: str = "auto"
+    stt_model: str | None = None  # a faster-whisper name ("small.en") or directory; default: embedded base
+    stt_device: str = "auto"  # auto | cpu | cuda
+    stt_compute_type: str = "default"  # default: int8 on CPU, float16 on CUDA
+    stt_workers: int = 1
+    vad_model_path: Path | None = None
+    max_turn_ms: int = 30_000
+    partial_interval_ms: int = 300
+
     # Embedded Ollama-compatible endpoint, used when nothing answers at ollama_url.
     embedded_llm: str = "auto"  # auto | always | never
     embedded_llm_host: str = "127.0.0.1"
@@ -74,6 +84,14 @@ class Settings:
     @property
     def llm_gguf_path(self) -> Path:
         return self.embedded_llm_model_path or self.models_dir / LLM_GGUF
+
+    @property
+    def stt_model_ref(self) -> str:
+        return self.stt_model or str(self.models_dir / WHISPER_DIR)
+
+    @property
+    def vad_path(self) -> Path:
+        return self.vad_model_path or self.models_dir / VAD_ONNX
 
 
 def _parse_bool(raw: str) -> bool:
@@ -133,6 +151,8 @@ _PARSERS = {
 
 _CHOICES = {
     "embedded_llm": {"auto", "always", "never"},
+    "voice": {"auto", "on", "off"},
+    "stt_device": {"auto", "cpu", "cuda"},
     "log_level": {"DEBUG", "INFO", "WARNING", "ERROR"},
 }
 

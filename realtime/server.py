@@ -23,6 +23,7 @@ from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, enc
 from realtime.registry import SessionRegistry
 from realtime.session import PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
+from realtime.voice import Voice
 
 log = logging.getLogger("realtime.server")
 
@@ -64,6 +65,7 @@ class Realtime:
     authority: TokenAuthority
     registry: SessionRegistry
     llm: ChatBackend
+    voice: Voice | None = None
     http: httpx.AsyncClient | None = None
     sessions: set[Session] = field(default_factory=set)
     _none_left: asyncio.Event = field(default_factory=asyncio.Event)
@@ -112,7 +114,7 @@ def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realti
 
 async def healthz(request: Request) -> JSONResponse:
     rt: Realtime = request.app.state.realtime
-    return JSONResponse({"status": "ok", "sessions": len(rt.registry)})
+    return JSONResponse({"status": "ok", "sessions": len(rt.registry), "voice": rt.voice is not None})
 
 
 def _deny(status: int, code: str, message: str) -> JSONResponse:
@@ -162,6 +164,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         transport=StarletteTransport(websocket),
         settings=settings,
         llm=rt.llm,
+        voice=rt.voice,
     )
     rt.add(session)
     session.log.info("opened for user %s (%s)", principal.user, encoding.value)
@@ -187,11 +190,14 @@ def create_app(settings: Settings, *, llm: ChatBackend | None = None) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = build_realtime(settings, llm)
+        rt.voice = await Voice.load(settings)
         app.state.realtime = rt
         try:
             yield
         finally:
             await rt.close_all()
+            if rt.voice is not None:
+                await rt.voice.aclose()
             if rt.http is not None:
                 await rt.http.aclose()
 

@@ -26,10 +26,14 @@ from realtime.errors import (
     RealtimeError,
     UpstreamError,
 )
+from realtime.listener import CommittedTurn, Listener, ListenerConfig, NotListening
 from realtime.protocol import server_events as ev
 from realtime.protocol.client_events import (
     ClientEvent,
     ConversationItemCreate,
+    InputAudioAppend,
+    InputAudioClear,
+    InputAudioCommit,
     Limits,
     Ping,
     Pong,
@@ -45,6 +49,8 @@ from realtime.protocol.server_events import ServerEvent
 from realtime.protocol.state import ConnectionState, State, Trigger
 from realtime.stages.llm import ChatBackend, ChatDelta, ChatDone, ChatRequest
 from realtime.stages.reasoning import Part, ThinkSplitter
+from realtime.stages.turn_detection import TurnDetectionConfig
+from realtime.voice import Voice
 
 log = logging.getLogger("realtime.session")
 
@@ -91,15 +97,32 @@ class CloseReason:
     flush: bool = False  # send what is queued before closing (graceful shutdown)
 
 
+DEFAULT_AUDIO_FORMAT: dict[str, Any] = {"type": "pcm16", "sample_rate": 24_000}
+DEFAULT_TURN_DETECTION: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+    "min_speech_duration_ms": 100,
+    "segment_pause_ms": 200,
+    "create_response": True,
+}
+DEFAULT_TRANSCRIPTION: dict[str, Any] = {"language": None, "partials": True}
+AUDIO_FIELDS = ("input_audio_format", "turn_detection", "input_audio_transcription")
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    """What a client may change with session.update (and override per response)."""
+    """What a client may change with session.update (the first five also per response)."""
 
     model: str
     instructions: str
     temperature: float | None = None
     max_output_tokens: int | None = None
     reasoning: bool | None = None
+    input_audio_format: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_AUDIO_FORMAT))
+    turn_detection: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TURN_DETECTION))
+    input_audio_transcription: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRANSCRIPTION))
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -108,6 +131,9 @@ class SessionSettings:
             "temperature": self.temperature,
             "max_output_tokens": self.max_output_tokens,
             "reasoning": self.reasoning,
+            "input_audio_format": self.input_audio_format,
+            "turn_detection": self.turn_detection,
+            "input_audio_transcription": self.input_audio_transcription,
         }
 
 
@@ -150,6 +176,7 @@ class Session:
         transport: Transport,
         settings: Settings,
         llm: ChatBackend,
+        voice: Voice | None = None,
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
     ) -> None:
@@ -159,8 +186,10 @@ class Session:
         self._transport = transport
         self._settings = settings
         self._llm = llm
+        self._voice = voice
+        self._listener: Listener | None = None
         self._clock = clock
-        self._limits = Limits(max_text_chars=settings.max_text_chars)
+        self._limits = Limits(max_text_chars=settings.max_text_chars, max_audio_bytes=settings.max_message_size)
         self._defaults = SessionSettings(model=settings.llm_model, instructions=settings.instructions)
         self.config = self._defaults
         self._conn = ConnectionState()
@@ -173,6 +202,7 @@ class Session:
         self._error_tokens = float(ERROR_BURST)
         self._error_at = clock()
         self.history: list[HistoryEntry] = []
+        self._turn_lock = asyncio.Lock()  # typed and spoken turns change the running response one at a time
         self.response: Response | None = None
         self.log = _SessionLog(log, {"session": self.session_id})
 
@@ -188,6 +218,7 @@ class Session:
         reason = CloseReason(CloseCode.INTERNAL_ERROR, "internal error")
         try:
             await self._emit(ev.session_created(self._session_info()))
+            self._listener = self._make_listener()
             self._spawn(self._writer(), "writer")
             self._spawn(self._reader(), "reader")
             self._spawn(self._heartbeat_loop(), "heartbeat")
@@ -208,6 +239,8 @@ class Session:
         if self._conn.state not in (State.CLOSING, State.CLOSED):
             self._conn.apply(Trigger.CLOSE)
         self.log.info("closing: code=%s reason=%s by_peer=%s", reason.code, reason.reason, reason.by_peer)
+        if self._listener is not None:
+            await self._listener.aclose()
         if self.response is not None:
             await self._cancel_response("session_closed")
         writer = next((t for t in self._tasks if t.get_name().endswith(":writer")), None)
@@ -321,39 +354,115 @@ class Session:
             case Ping():
                 await self._emit(ev.pong(event.ts, event.event_id))
             case SessionUpdate():
-                self._update_session(event)
+                await self._update_session(event)
                 await self._emit(ev.session_updated(self._session_info()))
+            case InputAudioAppend():
+                await self._require_listener().append(event.audio)
+            case InputAudioCommit():
+                await self._require_listener().commit()
+            case InputAudioClear():
+                await self._require_listener().clear()
             case ConversationItemCreate():
-                if event.role == "user" and self.response is not None:
-                    await self._cancel_response("superseded")
-                item_id = self._new_id("item")
-                self.history.append(HistoryEntry(event.role, event.text))
-                self._trim_history()
-                content = [part.to_wire() for part in event.content]
-                await self._emit(ev.item_created(item_id, event.role, content))
+                async with self._turn_lock:
+                    if event.role == "user" and self.response is not None:
+                        await self._cancel_response("superseded")
+                    item_id = self._new_id("item")
+                    self.history.append(HistoryEntry(event.role, event.text))
+                    self._trim_history()
+                    content = [part.to_wire() for part in event.content]
+                    await self._emit(ev.item_created(item_id, event.role, content))
             case ResponseCreate():
-                if self.response is not None:
-                    await self._cancel_response("superseded")
-                await self._start_response(replace(self.config, **self._resolve(event.overrides)))
+                async with self._turn_lock:
+                    if self.response is not None:
+                        await self._cancel_response("superseded")
+                    await self._start_response(replace(self.config, **self._resolve(event.overrides)))
             case ResponseCancel():
-                active = self.response
-                if active is None or (event.response_id is not None and event.response_id != active.id):
-                    raise NoActiveResponse("There is no active response to cancel.", param="response_id")
-                await self._cancel_response("client_cancelled")
+                async with self._turn_lock:
+                    active = self.response
+                    if active is None or (event.response_id is not None and event.response_id != active.id):
+                        raise NoActiveResponse("There is no active response to cancel.", param="response_id")
+                    await self._cancel_response("client_cancelled")
 
     def _resolve(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Null instructions mean the server's instructions; other nulls clear the session's own value
         (temperature: the model's default; max_output_tokens: REALTIME_MAX_OUTPUT_TOKENS; reasoning: the
-        model's default). The model cannot be null."""
-        return {
-            name: self._defaults.instructions if name == "instructions" and value is None else value
-            for name, value in changes.items()
-        }
+        model's default; input_audio_format: stop listening; turn_detection: manual commits). The model
+        cannot be null. Audio objects replace the previous ones, with defaults for fields not given."""
+        out: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "instructions" and value is None:
+                value = self._defaults.instructions
+            elif name == "turn_detection" and value is not None:
+                value = {**DEFAULT_TURN_DETECTION, **value}
+            elif name == "input_audio_transcription":
+                value = {**DEFAULT_TRANSCRIPTION, **(value or {})}
+            out[name] = value
+        return out
 
-    def _update_session(self, event: SessionUpdate) -> None:
+    async def _update_session(self, event: SessionUpdate) -> None:
         if self.response is not None and "model" in event.changes and event.changes["model"] != self.config.model:
             raise InvalidState("The model cannot change while a response is running.", param="session.model")
+        before = self.config
         self.config = replace(self.config, **self._resolve(event.changes))
+        if any(getattr(before, name) != getattr(self.config, name) for name in AUDIO_FIELDS):
+            if self._listener is not None:
+                await self._listener.aclose()
+            self._listener = self._make_listener()
+
+    # ---- voice input -----------------------------------------------------------------------------
+
+    def _make_listener(self) -> Listener | None:
+        voice, cfg = self._voice, self.config
+        if voice is None or cfg.input_audio_format is None:
+            return None
+        td = cfg.turn_detection
+        detection = None
+        if td is not None:
+            detection = TurnDetectionConfig(
+                threshold=td["threshold"],
+                prefix_padding_ms=td["prefix_padding_ms"],
+                silence_duration_ms=td["silence_duration_ms"],
+                min_speech_duration_ms=td["min_speech_duration_ms"],
+                segment_pause_ms=td["segment_pause_ms"],
+            )
+        config = ListenerConfig(
+            sample_rate=cfg.input_audio_format["sample_rate"],
+            turn_detection=detection,
+            language=cfg.input_audio_transcription.get("language"),
+            partials=cfg.input_audio_transcription.get("partials", True),
+            partial_interval_ms=self._settings.partial_interval_ms,
+            max_turn_ms=self._settings.max_turn_ms,
+        )
+        return Listener(
+            config=config,
+            vad=voice.vad,
+            stt=voice.stt,
+            engine=voice.engine,
+            emit=self._emit,
+            on_commit=self._on_spoken_turn,
+            new_id=self._new_id,
+            spawn=self._spawn,
+        )
+
+    def _require_listener(self) -> Listener:
+        if self._listener is None:
+            if self._voice is None:
+                raise NotListening("Voice input is not available on this server.", param="type")
+            raise NotListening("The session is not listening (input_audio_format is null).", param="type")
+        return self._listener
+
+    async def _on_spoken_turn(self, turn: CommittedTurn) -> None:
+        """A committed spoken turn becomes a user message, and (server VAD) starts the reply."""
+        async with self._turn_lock:
+            if self.response is not None:
+                await self._cancel_response("superseded")
+            self.history.append(HistoryEntry("user", turn.transcript))
+            self._trim_history()
+            content = [{"type": "input_audio", "transcript": turn.transcript}]
+            await self._emit(ev.item_created(turn.item_id, "user", content))
+            td = self.config.turn_detection
+            if td is not None and td.get("create_response", True):
+                await self._start_response(self.config)
 
     def _session_info(self) -> dict[str, Any]:
         s = self._settings

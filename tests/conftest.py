@@ -58,7 +58,7 @@ def server(server_factory: ServerFactory, local_ollama: str) -> ServerProcess:
 @pytest.fixture(scope="session")
 def fake_server(server_factory: ServerFactory, fake_ollama: FakeOllama) -> ServerProcess:
     """The server on the scriptable fake upstream (for faults and exact-output cases)."""
-    return server_factory(ollama_url=fake_ollama.url, llm_model="echo")
+    return server_factory(ollama_url=fake_ollama.url, llm_model="echo", voice="off")
 
 
 @pytest.fixture

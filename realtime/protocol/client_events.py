@@ -13,6 +13,7 @@ MAX_EVENT_ID_LEN = 64
 MAX_MODEL_NAME_LEN = 200
 MAX_CONTENT_PARTS = 16
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer JavaScript clients represent exactly
+INPUT_SAMPLE_RATES = frozenset({8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000})
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class Limits:
     """Per-connection limits the parser enforces (from Settings)."""
 
     max_text_chars: int = 32_000
+    max_audio_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +46,9 @@ class OutputText:
 
 ContentPart = InputText | OutputText
 
-# Settings a client may change with session.update; response.create may override them for one response.
-SESSION_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning")
-RESPONSE_FIELDS = SESSION_FIELDS
+# Settings a client may change with session.update; response.create may override the first five.
+RESPONSE_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning")
+SESSION_FIELDS = (*RESPONSE_FIELDS, "input_audio_format", "turn_detection", "input_audio_transcription")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,36 @@ class ResponseCancel:
 
 
 @dataclass(frozen=True, slots=True)
+class InputAudioAppend:
+    """PCM16 little-endian mono at the session's input sample rate; any length of whole samples."""
+
+    audio: bytes
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "input_audio_buffer.append"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, audio=self.audio)
+
+
+@dataclass(frozen=True, slots=True)
+class InputAudioCommit:
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "input_audio_buffer.commit"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class InputAudioClear:
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "input_audio_buffer.clear"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Client-initiated heartbeat; `ts` is the client's clock in ms, echoed back in the pong."""
 
@@ -123,7 +155,17 @@ class Pong:
         return _wire(self.TYPE, self.event_id, ts=self.ts)
 
 
-ClientEvent = SessionUpdate | ConversationItemCreate | ResponseCreate | ResponseCancel | Ping | Pong
+ClientEvent = (
+    SessionUpdate
+    | ConversationItemCreate
+    | ResponseCreate
+    | ResponseCancel
+    | InputAudioAppend
+    | InputAudioCommit
+    | InputAudioClear
+    | Ping
+    | Pong
+)
 
 
 def _wire(type_: str, event_id: str | None, **fields: Any) -> dict[str, Any]:
@@ -160,9 +202,66 @@ def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, An
             out[name] = f.int(name, minimum=1, maximum=1_000_000, nullable=True)
         elif name == "reasoning":
             out[name] = f.bool(name, nullable=True)
+        elif name == "input_audio_format":
+            out[name] = _nullable_obj(f, name, _audio_format)
+        elif name == "turn_detection":
+            out[name] = _nullable_obj(f, name, _turn_detection)
+        elif name == "input_audio_transcription":
+            out[name] = _nullable_obj(f, name, _transcription)
     if "model" in out and not out["model"].strip():
         raise InvalidMessage(f"'{f.path('model')}' must not be empty", param=f.path("model"))
     f.done()
+    return out
+
+
+def _nullable_obj(f: Fields, name: str, parse: Any) -> dict[str, Any] | None:
+    if f.has(name) and f.raw(name) is None:
+        f.mark(name)
+        return None
+    sub = f.obj(name)
+    assert sub is not None
+    out = parse(sub)
+    sub.done()
+    return out
+
+
+def _audio_format(f: Fields) -> dict[str, Any]:
+    f.str("type", required=False, choices=frozenset({"pcm16"}))
+    rate = f.int("sample_rate", minimum=8_000, maximum=48_000)
+    if rate not in INPUT_SAMPLE_RATES:
+        rates = ", ".join(str(r) for r in sorted(INPUT_SAMPLE_RATES))
+        raise InvalidMessage(f"'{f.path('sample_rate')}' must be one of {rates}", param=f.path("sample_rate"))
+    return {"type": "pcm16", "sample_rate": rate}
+
+
+def _turn_detection(f: Fields) -> dict[str, Any]:
+    f.str("type", choices=frozenset({"server_vad"}))
+    out: dict[str, Any] = {"type": "server_vad"}
+    for name, lo, hi in (
+        ("prefix_padding_ms", 0, 2_000),
+        ("silence_duration_ms", 100, 10_000),
+        ("min_speech_duration_ms", 0, 2_000),
+        ("segment_pause_ms", 64, 10_000),
+    ):
+        value = f.int(name, required=False, minimum=lo, maximum=hi)
+        if value is not None:
+            out[name] = value
+    threshold = f.float("threshold", required=False, minimum=0.05, maximum=0.95)
+    if threshold is not None:
+        out["threshold"] = threshold
+    create = f.bool("create_response", required=False)
+    if create is not None:
+        out["create_response"] = create
+    return out
+
+
+def _transcription(f: Fields) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if f.has("language"):
+        out["language"] = f.str("language", max_len=16, nullable=True)
+    partials = f.bool("partials", required=False)
+    if partials is not None:
+        out["partials"] = partials
     return out
 
 
@@ -212,6 +311,13 @@ def parse_client_event(
         response_id = f.str("response_id", required=False, max_len=64)
         f.done()
         return ResponseCancel(response_id, event_id)
+    if type_ == InputAudioAppend.TYPE:
+        audio = f.binary("audio", max_size=limits.max_audio_bytes)
+        f.done()
+        return InputAudioAppend(audio, event_id)
+    if type_ in (InputAudioCommit.TYPE, InputAudioClear.TYPE):
+        f.done()
+        return InputAudioCommit(event_id) if type_ == InputAudioCommit.TYPE else InputAudioClear(event_id)
     if type_ in (Ping.TYPE, Pong.TYPE):
         ts = f.int("ts", minimum=0, maximum=MAX_SAFE_INTEGER)
         f.done()

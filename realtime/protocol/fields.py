@@ -82,6 +82,13 @@ class Fields:
     def has(self, key: str) -> bool:
         return key in self._data
 
+    def raw(self, key: str) -> Any:
+        return self._data.get(key)
+
+    def mark(self, key: str) -> None:
+        """Count a field as read (for `done`) without converting it."""
+        self._used.add(key)
+
     def str(
         self,
         key: str,

@@ -108,3 +108,42 @@ def pong(ts: int, event_id: str | None = None) -> ServerEvent:
     if event_id is not None:
         fields["reply_to"] = event_id
     return ServerEvent("pong", fields)
+
+
+def speech_started(item_id: str, audio_start_ms: int) -> ServerEvent:
+    return ServerEvent("input_audio_buffer.speech_started", {"item_id": item_id, "audio_start_ms": audio_start_ms})
+
+
+def speech_stopped(item_id: str, audio_end_ms: int) -> ServerEvent:
+    return ServerEvent("input_audio_buffer.speech_stopped", {"item_id": item_id, "audio_end_ms": audio_end_ms})
+
+
+def audio_committed(item_id: str) -> ServerEvent:
+    return ServerEvent("input_audio_buffer.committed", {"item_id": item_id})
+
+
+def audio_cleared() -> ServerEvent:
+    return ServerEvent("input_audio_buffer.cleared", {})
+
+
+def transcription_partial(item_id: str, stable: str, unstable: str) -> ServerEvent:
+    """`stable` only ever grows (never retracted); `unstable` is the newest guess beyond it."""
+    return ServerEvent(
+        "conversation.item.input_audio_transcription.partial",
+        {"item_id": item_id, "stable": stable, "unstable": unstable},
+    )
+
+
+def transcription_segment(item_id: str, text: str, audio_start_ms: int, audio_end_ms: int) -> ServerEvent:
+    """Final text of one stretch of speech (ended by a short pause); it never changes."""
+    return ServerEvent(
+        "conversation.item.input_audio_transcription.segment",
+        {"item_id": item_id, "text": text, "audio_start_ms": audio_start_ms, "audio_end_ms": audio_end_ms},
+    )
+
+
+def transcription_completed(item_id: str, transcript: str, audio_duration_ms: int, language: str | None) -> ServerEvent:
+    return ServerEvent(
+        "conversation.item.input_audio_transcription.completed",
+        {"item_id": item_id, "transcript": transcript, "audio_duration_ms": audio_duration_ms, "language": language},
+    )

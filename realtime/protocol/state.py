@@ -40,6 +40,9 @@ _ALL = frozenset(
         "conversation.item.create",
         "response.create",
         "response.cancel",
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+        "input_audio_buffer.clear",
         "ping",
         "pong",
     }

@@ -36,6 +36,9 @@ TYPES = [
     "conversation.item.create",
     "response.create",
     "response.cancel",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
     "ping",
     "pong",
     "bogus",
@@ -49,6 +52,7 @@ events = st.fixed_dictionaries(
         "response": values,
         "response_id": values,
         "ts": values,
+        "audio": values,
     },
 )
 

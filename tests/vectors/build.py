@@ -20,6 +20,9 @@ import msgpack
 from realtime.protocol import server_events as ev
 from realtime.protocol.client_events import (
     ConversationItemCreate,
+    InputAudioAppend,
+    InputAudioClear,
+    InputAudioCommit,
     InputText,
     OutputText,
     Ping,
@@ -42,6 +45,17 @@ SESSION = {
     "temperature": None,
     "max_output_tokens": None,
     "reasoning": None,
+    "input_audio_format": {"type": "pcm16", "sample_rate": 24000},
+    "turn_detection": {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,
+        "min_speech_duration_ms": 100,
+        "segment_pause_ms": 200,
+        "create_response": True,
+    },
+    "input_audio_transcription": {"language": None, "partials": True},
     "limits": {"max_message_size": 1048576, "max_text_chars": 32000, "max_response_chars": 100000},
     "ping_interval_ms": 10000,
     "ping_timeout_ms": 30000,
@@ -71,6 +85,20 @@ def client_vectors() -> list[tuple[str, Any]]:
         ("response.create overrides", ResponseCreate({"reasoning": False, "max_output_tokens": 64}, "c3")),
         ("response.cancel", ResponseCancel()),
         ("response.cancel by id", ResponseCancel("resp_7", "c4")),
+        ("input_audio_buffer.append", InputAudioAppend(bytes(range(0, 40, 2)) + b"\xff\x7f\x00\x80", "a1")),
+        ("input_audio_buffer.commit", InputAudioCommit("a2")),
+        ("input_audio_buffer.clear", InputAudioClear()),
+        (
+            "session.update audio",
+            SessionUpdate(
+                {
+                    "input_audio_format": {"type": "pcm16", "sample_rate": 48000},
+                    "turn_detection": {"type": "server_vad", "threshold": 0.6, "silence_duration_ms": 700},
+                    "input_audio_transcription": {"language": "en", "partials": True},
+                }
+            ),
+        ),
+        ("session.update manual turns", SessionUpdate({"turn_detection": None})),
         ("ping", Ping(1764000000123, "c5")),
         ("pong", Pong(4567890)),
     ]
@@ -147,6 +175,22 @@ def server_vectors() -> list[tuple[str, int, ev.ServerEvent]]:
             12,
             ev.error("upstream_timeout", "The language model service did not answer in time.", response_id="resp_8"),
         ),
+        ("input_audio_buffer.speech_started", 15, ev.speech_started("item_9", 1840)),
+        ("transcription.partial", 16, ev.transcription_partial("item_9", "What is the", "weather like")),
+        ("transcription.segment", 17, ev.transcription_segment("item_9", "What is the weather like?", 1540, 3410)),
+        ("input_audio_buffer.speech_stopped", 18, ev.speech_stopped("item_9", 3410)),
+        (
+            "transcription.completed",
+            19,
+            ev.transcription_completed("item_9", "What is the weather like?", 1870, "en"),
+        ),
+        ("input_audio_buffer.committed", 20, ev.audio_committed("item_9")),
+        (
+            "conversation.item.created spoken",
+            21,
+            ev.item_created("item_9", "user", [{"type": "input_audio", "transcript": "What is the weather like?"}]),
+        ),
+        ("input_audio_buffer.cleared", 22, ev.audio_cleared()),
         ("ping", 13, ev.ping(1764000000456)),
         ("pong", 14, ev.pong(1764000000123, "c5")),
     ]
@@ -236,6 +280,26 @@ def invalid_vectors() -> list[dict[str, Any]]:
         json_link=True,
     )
     bad("JSON float where an integer is due", '{"type":"ping","ts":1.5}', "invalid_event", "ts", json_link=True)
+    bad(
+        "unsupported sample rate",
+        {"type": "session.update", "session": {"input_audio_format": {"sample_rate": 12345}}},
+        "invalid_event",
+        "session.input_audio_format.sample_rate",
+    )
+    bad(
+        "unknown turn detection type",
+        {"type": "session.update", "session": {"turn_detection": {"type": "semantic_vad"}}},
+        "invalid_event",
+        "session.turn_detection.type",
+    )
+    bad("audio not binary", {"type": "input_audio_buffer.append", "audio": "AAAA"}, "invalid_event", "audio")
+    bad(
+        "audio not base64",
+        '{"type":"input_audio_buffer.append","audio":"not base64!"}',
+        "invalid_event",
+        "audio",
+        json_link=True,
+    )
     bad("binary frame on a JSON link", msgpack.packb({"type": "ping", "ts": 1}), "wrong_frame_type", json_link=True)
     return out
 

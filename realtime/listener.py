@@ -1,0 +1,386 @@
+"""A session's ears: streamed mic audio -> VAD -> endpointing -> partial and final Whisper transcripts.
+
+Audio is resampled to 16 kHz and kept in one bounded buffer. The VAD marks speech; while the user
+speaks, the open segment is re-decoded on a schedule that backs off under load (one partial in flight
+per session) and LocalAgreement-2 publishes a stable prefix that never changes. At the first silent
+frame the final decode of the segment starts speculatively; if the pause lasts `segment_pause_ms` its
+text is final (published at once), and after `silence_duration_ms` the turn is committed.
+
+The listener owns its decode tasks; the session cancels them all through `aclose()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from realtime.errors import ClientError
+from realtime.protocol import server_events as ev
+from realtime.protocol.server_events import ServerEvent
+from realtime.stages.agreement import LocalAgreement
+from realtime.stages.audio import MODEL_RATE, Resampler, pcm16_to_float
+from realtime.stages.stt import SttPool, Transcript, WhisperEngine, is_hallucination
+from realtime.stages.turn_detection import (
+    PauseStarted,
+    SegmentEnded,
+    SpeechResumed,
+    SpeechStarted,
+    TurnDetectionConfig,
+    TurnDetector,
+    TurnEnded,
+)
+from realtime.stages.vad import VadBatcher, VadStream
+
+log = logging.getLogger("realtime.listener")
+
+SAMPLES_PER_MS = MODEL_RATE // 1000
+# Language detection on too little audio is unreliable (a short English phrase can come out Japanese):
+# a detected language is trusted only from this much audio, and this sure.
+DETECT_MIN_MS = 1_500
+DETECT_MIN_PROB = 0.5
+FIRST_PARTIAL_AFTER_MS = 150  # the first partial of a segment comes sooner than the regular interval
+
+
+class InvalidAudio(ClientError):
+    code = "invalid_audio"
+
+
+class NotListening(ClientError):
+    code = "not_listening"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    sample_rate: int = 24_000
+    turn_detection: TurnDetectionConfig | None = field(default_factory=TurnDetectionConfig)
+    language: str | None = None
+    partials: bool = True
+    partial_interval_ms: int = 300
+    max_turn_ms: int = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedTurn:
+    item_id: str
+    transcript: str
+    audio_start_ms: int
+    audio_end_ms: int
+    language: str | None
+
+
+@dataclass(slots=True)
+class _Segment:
+    start_ms: int
+    agreement: LocalAgreement
+    language: str | None = None
+    partial_task: asyncio.Task[None] | None = None
+    partial_at_ms: int = 0
+    final_task: asyncio.Task[Transcript | None] | None = None
+    final_cut_ms: int = 0
+
+
+@dataclass(slots=True)
+class _Turn:
+    item_id: str
+    start_ms: int
+    texts: list[str] = field(default_factory=list)
+    language: str | None = None
+    finalizing: asyncio.Task[None] | None = None  # the latest segment's finalization, awaited in order
+
+
+class Listener:
+    def __init__(
+        self,
+        *,
+        config: ListenerConfig,
+        vad: VadBatcher,
+        stt: SttPool,
+        engine: WhisperEngine,
+        emit: Callable[[ServerEvent], Awaitable[None]],
+        on_commit: Callable[[CommittedTurn], Awaitable[None]],
+        new_id: Callable[[str], str],
+        spawn: Callable[..., asyncio.Task[object]],
+    ) -> None:
+        self.config = config
+        self._vad, self._stt, self._engine = vad, stt, engine
+        self._emit, self._on_commit, self._new_id, self._spawn = emit, on_commit, new_id, spawn
+        self._resampler = Resampler(config.sample_rate)
+        self._vad_stream = VadStream()
+        self._detector = TurnDetector(config.turn_detection) if config.turn_detection else None
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_base = 0  # stream sample index of _audio[0]
+        self._total = 0  # samples received (16 kHz)
+        self._vad_done = 0  # samples the VAD has judged
+        self._turn: _Turn | None = None
+        self._segment: _Segment | None = None
+        self._last_cut_ms = 0
+        self._detected: str | None = None  # the language the user speaks, once detected with confidence
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    # ---- input -----------------------------------------------------------------------------------
+
+    @property
+    def now_ms(self) -> int:
+        return self._total // SAMPLES_PER_MS
+
+    async def append(self, pcm: bytes) -> None:
+        if len(pcm) % 2:
+            raise InvalidAudio("audio must be whole PCM16 samples (an even number of bytes)", param="audio")
+        samples = self._resampler.process(pcm16_to_float(pcm))
+        if not len(samples):
+            return
+        self._audio = np.concatenate([self._audio, samples])
+        self._total += len(samples)
+        if self._detector is None:
+            await self._manual_progress()
+        else:
+            frames = self._vad_stream.take_frames(samples)
+            probs = await self._vad.probabilities(self._vad_stream, frames)
+            for prob in probs:
+                self._vad_done += 512
+                for event in self._detector.feed(prob, self._vad_done // SAMPLES_PER_MS):
+                    await self._on_turn_event(event)
+                self._maybe_partial()
+            self._enforce_max_turn()
+        self._trim()
+
+    async def commit(self) -> None:
+        """Manual mode: the whole buffer is the user's turn."""
+        if self._detector is not None and self._turn is None:
+            raise NotListening("nothing to commit: the server VAD commits turns itself", param="type")
+        if self._turn is None or (self._detector is None and not len(self._audio)):
+            if not len(self._audio):
+                raise InvalidAudio("the input audio buffer is empty", param="type")
+            self._begin_turn(self._audio_base // SAMPLES_PER_MS)
+        self._close_segment(self.now_ms)
+        await self._end_turn(self.now_ms)
+        if self._detector is None:  # the committed audio went to the final decode (a copy); start afresh
+            self._audio = np.zeros(0, dtype=np.float32)
+            self._audio_base = self._total
+
+    async def clear(self) -> None:
+        """Drop buffered audio and any turn in progress (its transcript is never committed)."""
+        self._cancel_all()
+        self._turn = self._segment = None
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_base = self._total
+        if self._detector is not None:
+            self._detector.reset()
+        await self._emit(ev.audio_cleared())
+
+    async def aclose(self) -> None:
+        self._cancel_all()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ---- turn events -----------------------------------------------------------------------------
+
+    async def _on_turn_event(self, event: object) -> None:
+        match event:
+            case SpeechStarted(start_ms=start_ms):
+                if self._turn is None:
+                    pad = self.config.turn_detection.prefix_padding_ms if self.config.turn_detection else 0
+                    self._begin_turn(max(self._audio_base // SAMPLES_PER_MS, start_ms - pad))
+                    await self._emit(ev.speech_started(self._turn.item_id, start_ms))  # type: ignore[union-attr]
+            case PauseStarted():
+                if self._segment is not None:
+                    self._start_final(self._segment, self.now_ms)
+            case SpeechResumed(segment_closed=closed):
+                segment = self._segment
+                if closed or segment is None:
+                    pad = self.config.turn_detection.prefix_padding_ms if self.config.turn_detection else 0
+                    self._open_segment(max(self._last_cut_ms, self.now_ms - pad))
+                elif segment.final_task is not None:
+                    segment.final_task.cancel()
+                    segment.final_task = None
+            case SegmentEnded(end_ms=end_ms):
+                self._close_segment(end_ms)
+            case TurnEnded(end_ms=end_ms):
+                await self._end_turn(end_ms)
+
+    def _begin_turn(self, start_ms: int) -> None:
+        self._turn = _Turn(item_id=self._new_id("item"), start_ms=start_ms)
+        self._open_segment(start_ms)
+
+    def _open_segment(self, start_ms: int) -> None:
+        self._segment = _Segment(
+            start_ms=max(start_ms, self._audio_base // SAMPLES_PER_MS),
+            agreement=LocalAgreement(self._engine.is_word_start),
+            language=self.config.language or self._detected,
+        )
+        self._segment.partial_at_ms = self.now_ms - self.config.partial_interval_ms + FIRST_PARTIAL_AFTER_MS
+
+    def _segment_audio(self, segment: _Segment, end_ms: int) -> np.ndarray:
+        start = segment.start_ms * SAMPLES_PER_MS - self._audio_base
+        end = end_ms * SAMPLES_PER_MS - self._audio_base
+        return self._audio[max(0, start) : max(0, end)].copy()
+
+    def _start_final(self, segment: _Segment, cut_ms: int) -> None:
+        if segment.final_task is not None and segment.final_cut_ms == cut_ms:
+            return
+        if segment.final_task is not None:
+            segment.final_task.cancel()
+        audio = self._segment_audio(segment, cut_ms)
+        prefix = list(segment.agreement.stable)
+        language = segment.language
+        segment.final_cut_ms = cut_ms
+        segment.final_task = self._own(self._decode(audio, prefix, language, final=True), "stt-final")
+
+    def _close_segment(self, end_ms: int) -> None:
+        """The segment's words are final: publish them (after the previous segment's, in order)."""
+        segment, turn = self._segment, self._turn
+        if segment is None or turn is None:
+            return
+        self._segment = None
+        if segment.partial_task is not None:
+            segment.partial_task.cancel()
+        if segment.final_task is None:
+            self._start_final(segment, self.now_ms)
+        self._last_cut_ms = segment.final_cut_ms
+        final_task = segment.final_task
+        previous = turn.finalizing
+        turn.finalizing = self._own(self._publish_segment(turn, segment, final_task, previous), "segment")
+
+    async def _publish_segment(
+        self,
+        turn: _Turn,
+        segment: _Segment,
+        final_task: asyncio.Task[Transcript | None] | None,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        transcript = await final_task if final_task is not None else None
+        if previous is not None:
+            await previous
+        if transcript is None or is_hallucination(transcript):
+            if transcript is not None:
+                log.info(
+                    "dropped a likely hallucination: %r (no_speech %.2f)", transcript.text, transcript.no_speech_prob
+                )
+            return
+        turn.texts.append(transcript.text)
+        turn.language = turn.language or transcript.language
+        if self.config.language is None and transcript.language_prob >= DETECT_MIN_PROB:
+            self._detected = self._detected or transcript.language
+        await self._emit(
+            ev.transcription_segment(turn.item_id, transcript.text, segment.start_ms, segment.final_cut_ms)
+        )
+        await self._emit(ev.transcription_partial(turn.item_id, " ".join(turn.texts), ""))
+
+    async def _end_turn(self, end_ms: int) -> None:
+        turn = self._turn
+        if turn is None:
+            return
+        self._turn = None
+        self._segment = None
+        self._own(self._commit_turn(turn, end_ms), "commit")
+
+    async def _commit_turn(self, turn: _Turn, end_ms: int) -> None:
+        if turn.finalizing is not None:
+            await turn.finalizing
+        transcript = " ".join(turn.texts).strip()
+        if self._detector is not None:
+            await self._emit(ev.speech_stopped(turn.item_id, end_ms))
+        await self._emit(ev.transcription_completed(turn.item_id, transcript, end_ms - turn.start_ms, turn.language))
+        if transcript:
+            await self._emit(ev.audio_committed(turn.item_id))
+            await self._on_commit(CommittedTurn(turn.item_id, transcript, turn.start_ms, end_ms, turn.language))
+
+    def _enforce_max_turn(self) -> None:
+        """A turn that never pauses is committed at max_turn_ms rather than growing forever."""
+        turn = self._turn
+        if turn is not None and self.now_ms - turn.start_ms >= self.config.max_turn_ms:
+            log.info("turn reached %d ms: committing", self.config.max_turn_ms)
+            if self._detector is not None:
+                self._detector.reset()
+            self._close_segment(self.now_ms)
+            self._turn = None
+            self._own(self._commit_turn(turn, self.now_ms), "commit")
+
+    async def _manual_progress(self) -> None:
+        """Without server VAD, the buffer is one growing segment; partials still flow (push-to-talk)."""
+        if self._turn is None:
+            self._begin_turn(self._audio_base // SAMPLES_PER_MS)
+        self._maybe_partial()
+        if self._turn is not None and self.now_ms - self._turn.start_ms >= self.config.max_turn_ms:
+            await self.commit()
+
+    # ---- partials --------------------------------------------------------------------------------
+
+    def _maybe_partial(self) -> None:
+        segment = self._segment
+        if segment is None or not self.config.partials or segment.final_task is not None:
+            return
+        if segment.partial_task is not None and not segment.partial_task.done():
+            return
+        if self.now_ms - segment.partial_at_ms < self.config.partial_interval_ms:
+            return
+        segment.partial_at_ms = self.now_ms
+        audio = self._segment_audio(segment, self.now_ms)
+        segment.partial_task = self._own(self._partial(segment, audio), "stt-partial")
+
+    async def _partial(self, segment: _Segment, audio: np.ndarray) -> None:
+        prefix = list(segment.agreement.stable)
+        transcript = await self._decode(audio, prefix, segment.language, final=False)
+        turn = self._turn
+        if turn is not None and turn.finalizing is not None:
+            await turn.finalizing  # earlier segments are published first, so `stable` only ever grows
+        if transcript is None or turn is None or turn is not self._turn or segment is not self._segment:
+            return
+        if transcript.degenerate:
+            return
+        if is_hallucination(transcript) and not prefix:
+            return
+        if segment.language is None:
+            if len(audio) >= DETECT_MIN_MS * SAMPLES_PER_MS and transcript.language_prob >= DETECT_MIN_PROB:
+                segment.language = self._detected = transcript.language
+            else:
+                # language not settled: show the guess, commit nothing decoded in a possibly wrong language
+                stable = " ".join(turn.texts).strip()
+                await self._emit(ev.transcription_partial(turn.item_id, stable, transcript.text))
+                return
+        segment.agreement.update(transcript.tokens)
+        stable = " ".join([*turn.texts, self._engine.text(segment.agreement.stable)]).strip()
+        unstable = self._engine.text(segment.agreement.tail)
+        await self._emit(ev.transcription_partial(turn.item_id, stable, unstable))
+
+    async def _decode(
+        self, audio: np.ndarray, prefix: list[int], language: str | None, *, final: bool
+    ) -> Transcript | None:
+        if not len(audio):
+            return None
+        engine = self._engine
+        return await self._stt.run(
+            self, lambda: engine.transcribe(audio, prefix=prefix, language=language), final=final
+        )
+
+    # ---- housekeeping ----------------------------------------------------------------------------
+
+    def _own(self, coro: Awaitable[object], name: str) -> asyncio.Task[object]:
+        task = self._spawn(coro, name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _trim(self) -> None:
+        """Keep only what a decode may still need: the open turn, or the prefix padding before speech."""
+        pad = self.config.turn_detection.prefix_padding_ms if self.config.turn_detection else 0
+        keep_from_ms = self.now_ms - pad - 100
+        if self._turn is not None:
+            keep_from_ms = min(keep_from_ms, self._turn.start_ms)
+            if self._segment is not None:
+                keep_from_ms = min(keep_from_ms, self._segment.start_ms)
+        elif self._detector is None:
+            return  # manual mode keeps the whole (bounded) buffer until commit or clear
+        drop = keep_from_ms * SAMPLES_PER_MS - self._audio_base
+        if drop > 0:
+            with contextlib.suppress(ValueError):
+                self._audio = self._audio[drop:]
+                self._audio_base += drop

@@ -1,0 +1,194 @@
+"""Voice in over the real server: real Silero VAD and Whisper on synthesized speech, partials and finals."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from realtime.client import RealtimeClient
+from realtime.protocol.codec import Encoding
+from tests.conftest import ServerFactory
+from tests.support.fake_ollama import FakeOllama
+from tests.support.server import ServerProcess
+from tests.support.speech import chunks, synthesize, wer, white_noise, with_silence
+
+SENTENCES = [
+    "Please book a table for four people at the Italian restaurant tonight.",
+    "The library closes at six o'clock on Saturdays.",
+    "Could you check whether my flight to London is on time?",
+]
+
+
+async def _connect(server: ServerProcess, rate: int, user: str = "alice", **session: Any) -> RealtimeClient:
+    client = await RealtimeClient.connect(server.ws_url, server.token(user))
+    await client.send({"type": "session.update", "session": {"input_audio_format": {"sample_rate": rate}, **session}})
+    updated = await client.recv()
+    assert updated["type"] == "session.updated", updated
+    return client
+
+
+async def _stream(client: RealtimeClient, audio: np.ndarray, rate: int, speed: float = 1.0, frame_ms: int = 20) -> None:
+    """Send audio in small frames on a clock running `speed` times real time."""
+    started = time.monotonic()
+    for i, frame in enumerate(chunks(audio, rate, frame_ms)):
+        await client.send({"type": "input_audio_buffer.append", "audio": frame})
+        await asyncio.sleep(max(0.0, started + (i + 1) * frame_ms / 1000 / speed - time.monotonic()))
+
+
+async def _events_until(client: RealtimeClient, kind: str) -> list[tuple[float, dict[str, Any]]]:
+    out = []
+    while True:
+        event = await client.recv()
+        out.append((time.monotonic(), event))
+        if event["type"] == kind:
+            return out
+
+
+@pytest.fixture(scope="module")
+def voice_server(server_factory: ServerFactory, fake_ollama: FakeOllama) -> ServerProcess:
+    """The server with real VAD and Whisper; the LLM echoes, so a reply shows what reached it."""
+    return server_factory(ollama_url=fake_ollama.url, llm_model="echo", voice="on")
+
+
+@pytest.mark.parametrize("rate", [24_000, 16_000, 48_000])
+async def test_spoken_turn_at_real_time(voice_server: ServerProcess, rate: int) -> None:
+    """Speech at real-time pace: partials while speaking, a final close to the words, then the reply."""
+    text = SENTENCES[0]
+    speech = synthesize(text, rate)
+    async with await _connect(voice_server, rate) as client:
+        t0 = time.monotonic()
+        sender = asyncio.create_task(_stream(client, with_silence(speech, rate), rate))
+        events = await _events_until(client, "response.done")
+        await sender
+    speech_end = t0 + 0.5 + len(speech) / rate
+    kinds = [e["type"] for _, e in events]
+    assert kinds[0] == "input_audio_buffer.speech_started"
+    partials = [(t, e) for t, e in events if e["type"].endswith(".partial") and (e["stable"] + e["unstable"]).strip()]
+    assert partials and partials[0][0] < speech_end, "no partial transcript before the speech ended"
+    stables = [e["stable"] for _, e in partials]
+    assert all(b.startswith(a) for a, b in zip(stables, stables[1:], strict=False)), "a stable word was retracted"
+    completed = next(e for _, e in events if e["type"].endswith(".completed"))
+    assert wer(text, completed["transcript"]) <= 0.10, completed["transcript"]
+    assert completed["transcript"].startswith(stables[-1].strip())
+    done = events[-1][1]["response"]
+    assert done["status"] == "completed" and done["output_text"] == "You said: " + completed["transcript"]
+    stopped = next(e for _, e in events if e["type"] == "input_audio_buffer.speech_stopped")
+    started = events[0][1]
+    assert abs(started["audio_start_ms"] - 500) < 400
+    assert abs(stopped["audio_end_ms"] - (500 + len(speech) * 1000 // rate)) < 500
+
+
+async def test_faster_than_real_time(voice_server: ServerProcess) -> None:
+    """Audio sent 4x faster than real time is transcribed as well (the buffer, not the clock, drives it)."""
+    text = SENTENCES[1]
+    async with await _connect(voice_server, 16_000) as client:
+        sender = asyncio.create_task(_stream(client, with_silence(synthesize(text, 16_000), 16_000), 16_000, speed=4))
+        events = await _events_until(client, "response.done")
+        await sender
+    completed = next(e for _, e in events if e["type"].endswith(".completed"))
+    assert wer(text, completed["transcript"]) <= 0.10, completed["transcript"]
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise"])
+async def test_silence_and_noise_give_no_transcript(voice_server: ServerProcess, kind: str) -> None:
+    """Four seconds of silence or white noise produce no transcript, no user item and no reply."""
+    rate = 16_000
+    audio = np.zeros(4 * rate, np.int16) if kind == "silence" else white_noise(4, rate)
+    async with await _connect(voice_server, rate) as client:
+        await _stream(client, audio, rate, speed=2)
+        await client.send({"type": "ping", "ts": 1})
+        events = await _events_until(client, "pong")
+    texts = [e for _, e in events if "transcription" in e["type"] and (e.get("transcript") or e.get("text"))]
+    assert not texts, texts
+    assert not [e for _, e in events if e["type"] in ("conversation.item.created", "response.created")]
+
+
+async def test_two_talkers_get_only_their_own_words(voice_server: ServerProcess) -> None:
+    """Two sessions speaking at once each get their own transcript and reply."""
+    rate = 16_000
+
+    async def talk(text: str, user: str) -> str:
+        async with await _connect(voice_server, rate, user=user) as client:
+            sender = asyncio.create_task(_stream(client, with_silence(synthesize(text, rate), rate), rate))
+            events = await _events_until(client, "response.done")
+            await sender
+        return next(e for _, e in events if e["type"].endswith(".completed"))["transcript"]
+
+    first, second = await asyncio.gather(talk(SENTENCES[1], "ann"), talk(SENTENCES[2], "ben"))
+    assert wer(SENTENCES[1], first) <= 0.10, first
+    assert wer(SENTENCES[2], second) <= 0.10, second
+
+
+async def test_manual_mode_commit_and_clear(voice_server: ServerProcess) -> None:
+    """With turn detection off the client commits: a transcript and a user item, and no automatic reply."""
+    rate = 24_000
+    text = SENTENCES[2]
+    async with await _connect(voice_server, rate, turn_detection=None) as client:
+        await _stream(client, np.zeros(rate // 2, np.int16), rate, speed=10)
+        await client.send({"type": "input_audio_buffer.clear"})
+        assert (await _events_until(client, "input_audio_buffer.cleared"))[-1][1]["type"].endswith("cleared")
+        await _stream(client, synthesize(text, rate), rate, speed=4)
+        await client.send({"type": "input_audio_buffer.commit"})
+        events = await _events_until(client, "conversation.item.created")
+        completed = next(e for _, e in events if e["type"].endswith(".completed"))
+        assert wer(text, completed["transcript"]) <= 0.10, completed["transcript"]
+        assert not [e for _, e in events if e["type"].startswith("input_audio_buffer.speech_")]
+        await client.send({"type": "ping", "ts": 2})
+        after = await _events_until(client, "pong")
+        assert not [e for _, e in after if e["type"] == "response.created"]
+        await client.send({"type": "input_audio_buffer.commit", "event_id": "empty"})
+        err = await client.recv()
+        assert (
+            err["type"] == "error" and err["error"]["code"] == "invalid_audio" and err["error"]["event_id"] == "empty"
+        )
+
+
+async def test_long_turn_is_committed_at_the_maximum(server_factory: ServerFactory, fake_ollama: FakeOllama) -> None:
+    """A turn longer than max_turn_ms is committed at the limit instead of growing."""
+    srv = server_factory(ollama_url=fake_ollama.url, llm_model="echo", voice="on", max_turn_ms="2000")
+    rate = 16_000
+    speech = synthesize(SENTENCES[0], rate)
+    assert len(speech) > 3 * rate
+    async with await _connect(srv, rate) as client:
+        sender = asyncio.create_task(_stream(client, with_silence(speech, rate), rate, speed=2))
+        events = await _events_until(client, "conversation.item.created")
+        sender.cancel()
+    completed = next(e for _, e in events if e["type"].endswith(".completed"))
+    assert 1800 <= completed["audio_duration_ms"] <= 2600
+    assert completed["transcript"]
+
+
+@pytest.mark.parametrize("encoding", list(Encoding), ids=lambda e: e.value)
+async def test_bad_audio_gets_errors_and_session_goes_on(voice_server: ServerProcess, encoding: Encoding) -> None:
+    """Odd byte counts, bad base64, unsupported rates and audio while not listening get their errors."""
+    async with await RealtimeClient.connect(voice_server.ws_url, voice_server.token(), encoding=encoding) as client:
+        await client.send({"type": "input_audio_buffer.append", "audio": b"\x00\x01\x02", "event_id": "odd"})
+        err = (await client.recv())["error"]
+        assert (err["code"], err["event_id"], err["param"]) == ("invalid_audio", "odd", "audio")
+        if encoding is Encoding.JSON:
+            await client.send_raw('{"type":"input_audio_buffer.append","audio":"not base64!"}')
+            assert (await client.recv())["error"]["code"] == "invalid_event"
+        await client.send({"type": "session.update", "session": {"input_audio_format": {"sample_rate": 12345}}})
+        err = (await client.recv())["error"]
+        assert (err["code"], err["param"]) == ("invalid_event", "session.input_audio_format.sample_rate")
+        await client.send({"type": "session.update", "session": {"input_audio_format": None}})
+        assert (await client.recv())["session"]["input_audio_format"] is None
+        await client.send({"type": "input_audio_buffer.append", "audio": b"\x00\x00"})
+        assert (await client.recv())["error"]["code"] == "not_listening"
+        await client.send({"type": "session.update", "session": {"input_audio_format": {"sample_rate": 16000}}})
+        await client.recv()
+        await client.send({"type": "input_audio_buffer.append", "audio": b"\x00\x00" * 1600})
+        result = await client.ask("still here")
+    assert result.text == "You said: still here"
+
+
+async def test_voice_off_server_refuses_audio_clearly(fake_server: ServerProcess) -> None:
+    """On a server without voice, audio gets not_listening saying so."""
+    async with await RealtimeClient.connect(fake_server.ws_url, fake_server.token()) as client:
+        await client.send({"type": "input_audio_buffer.append", "audio": b"\x00\x00"})
+        err = (await client.recv())["error"]
+    assert err["code"] == "not_listening"
