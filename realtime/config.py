@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from realtime.assets import LLM_GGUF, VAD_ONNX, WHISPER_DIR, default_cache_dir
+from realtime.assets import LLM_GGUF, PIPER_VOICE, VAD_ONNX, WHISPER_DIR, default_cache_dir
 from realtime.errors import ConfigError
 
 _UNSET = object()
@@ -73,6 +73,16 @@ class Settings:
     max_turn_ms: int = 30_000
     partial_interval_ms: int = 300
 
+    # Voice output. piper (embedded voice) | espeak (espeak-ng) | chatterbox (GPU extra) | off.
+    tts_engine: str = "piper"
+    tts_voice_path: Path | None = None  # a Piper .onnx voice (its .onnx.json beside it)
+    tts_threads: int = 2
+    tts_device: str = "auto"
+    chatterbox_checkpoint: str | None = None
+    espeak_binary: str = "espeak-ng"
+    audio_lead_ms: int = 300  # how far audio may run ahead of real time
+    audio_chunk_ms: int = 40
+
     # Embedded Ollama-compatible endpoint, used when nothing answers at ollama_url.
     embedded_llm: str = "auto"  # auto | always | never
     embedded_llm_host: str = "127.0.0.1"
@@ -92,6 +102,10 @@ class Settings:
     @property
     def vad_path(self) -> Path:
         return self.vad_model_path or self.models_dir / VAD_ONNX
+
+    @property
+    def piper_voice_path(self) -> Path:
+        return self.tts_voice_path or self.models_dir / PIPER_VOICE
 
 
 def _parse_bool(raw: str) -> bool:
@@ -153,6 +167,8 @@ _CHOICES = {
     "embedded_llm": {"auto", "always", "never"},
     "voice": {"auto", "on", "off"},
     "stt_device": {"auto", "cpu", "cuda"},
+    "tts_engine": {"piper", "espeak", "chatterbox", "off"},
+    "tts_device": {"auto", "cpu", "cuda"},
     "log_level": {"DEBUG", "INFO", "WARNING", "ERROR"},
 }
 

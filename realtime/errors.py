@@ -87,6 +87,10 @@ class NoActiveResponse(InvalidState):
     code = "response_not_active"
 
 
+class ItemNotFound(ClientError):
+    code = "item_not_found"
+
+
 class LimitExceeded(ClientError):
     code = "limit_exceeded"
 

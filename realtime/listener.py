@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -71,6 +72,8 @@ class CommittedTurn:
     audio_start_ms: int
     audio_end_ms: int
     language: str | None
+    speech_end_at: float | None = None  # monotonic time the speech ended (estimated from the audio clock)
+    transcript_at: float | None = None  # monotonic time its last words were final
 
 
 @dataclass(slots=True)
@@ -91,6 +94,8 @@ class _Turn:
     texts: list[str] = field(default_factory=list)
     language: str | None = None
     finalizing: asyncio.Task[None] | None = None  # the latest segment's finalization, awaited in order
+    speech_end_at: float | None = None
+    transcript_at: float | None = None
 
 
 class Listener:
@@ -105,10 +110,14 @@ class Listener:
         on_commit: Callable[[CommittedTurn], Awaitable[None]],
         new_id: Callable[[str], str],
         spawn: Callable[..., asyncio.Task[object]],
+        on_speech: Callable[[int], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._vad, self._stt, self._engine = vad, stt, engine
         self._emit, self._on_commit, self._new_id, self._spawn = emit, on_commit, new_id, spawn
+        self._on_speech, self._clock = on_speech, clock
+        self._speech_onset_ms: int | None = None
         self._resampler = Resampler(config.sample_rate)
         self._vad_stream = VadStream()
         self._detector = TurnDetector(config.turn_detection) if config.turn_detection else None
@@ -146,6 +155,8 @@ class Listener:
                 for event in self._detector.feed(prob, self._vad_done // SAMPLES_PER_MS):
                     await self._on_turn_event(event)
                 self._maybe_partial()
+                if self._on_speech is not None and self._speech_onset_ms is not None:
+                    await self._on_speech(self._vad_done // SAMPLES_PER_MS - self._speech_onset_ms)
             self._enforce_max_turn()
         self._trim()
 
@@ -186,14 +197,20 @@ class Listener:
     async def _on_turn_event(self, event: object) -> None:
         match event:
             case SpeechStarted(start_ms=start_ms):
+                self._speech_onset_ms = start_ms
                 if self._turn is None:
                     pad = self.config.turn_detection.prefix_padding_ms if self.config.turn_detection else 0
                     self._begin_turn(max(self._audio_base // SAMPLES_PER_MS, start_ms - pad))
                     await self._emit(ev.speech_started(self._turn.item_id, start_ms))  # type: ignore[union-attr]
-            case PauseStarted():
+            case PauseStarted(end_ms=end_ms):
+                self._speech_onset_ms = None
+                if self._turn is not None:
+                    # the audio clock runs ahead of the frame just judged by what is still buffered
+                    self._turn.speech_end_at = self._clock() - (self.now_ms - end_ms) / 1000
                 if self._segment is not None:
                     self._start_final(self._segment, self.now_ms)
             case SpeechResumed(segment_closed=closed):
+                self._speech_onset_ms = self._vad_done // SAMPLES_PER_MS - 32
                 segment = self._segment
                 if closed or segment is None:
                     pad = self.config.turn_detection.prefix_padding_ms if self.config.turn_detection else 0
@@ -266,6 +283,7 @@ class Listener:
                 )
             return
         turn.texts.append(transcript.text)
+        turn.transcript_at = self._clock()
         turn.language = turn.language or transcript.language
         if self.config.language is None and transcript.language_prob >= DETECT_MIN_PROB:
             self._detected = self._detected or transcript.language
@@ -291,7 +309,17 @@ class Listener:
         await self._emit(ev.transcription_completed(turn.item_id, transcript, end_ms - turn.start_ms, turn.language))
         if transcript:
             await self._emit(ev.audio_committed(turn.item_id))
-            await self._on_commit(CommittedTurn(turn.item_id, transcript, turn.start_ms, end_ms, turn.language))
+            await self._on_commit(
+                CommittedTurn(
+                    turn.item_id,
+                    transcript,
+                    turn.start_ms,
+                    end_ms,
+                    turn.language,
+                    speech_end_at=turn.speech_end_at,
+                    transcript_at=turn.transcript_at,
+                )
+            )
 
     def _enforce_max_turn(self) -> None:
         """A turn that never pauses is committed at max_turn_ms rather than growing forever."""

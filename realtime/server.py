@@ -9,21 +9,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime.auth import Principal, TokenAuthority, origin_allowed, token_from_request
 from realtime.config import Settings
 from realtime.errors import AuthError, CloseCode, LimitExceeded
+from realtime.metrics import Metrics
 from realtime.protocol import server_events as ev
 from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, encode_frame
 from realtime.registry import SessionRegistry
 from realtime.session import PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
-from realtime.voice import Voice
+from realtime.stages.tts import Tts
+from realtime.voice import Voice, load_tts
 
 log = logging.getLogger("realtime.server")
 
@@ -66,6 +69,8 @@ class Realtime:
     registry: SessionRegistry
     llm: ChatBackend
     voice: Voice | None = None
+    tts: Tts | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
     sessions: set[Session] = field(default_factory=set)
     _none_left: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,11 +78,13 @@ class Realtime:
     def add(self, session: Session) -> None:
         self.registry.add(session)
         self.sessions.add(session)
+        self.metrics.sessions.set(len(self.sessions))
         self._none_left.clear()
 
     def remove(self, session: Session) -> None:
         self.registry.remove(session)
         self.sessions.discard(session)
+        self.metrics.sessions.set(len(self.sessions))
         if not self.sessions:
             self._none_left.set()
 
@@ -112,9 +119,21 @@ def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realti
     )
 
 
+async def metrics(request: Request) -> Response:
+    rt: Realtime = request.app.state.realtime
+    return Response(rt.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def healthz(request: Request) -> JSONResponse:
     rt: Realtime = request.app.state.realtime
-    return JSONResponse({"status": "ok", "sessions": len(rt.registry), "voice": rt.voice is not None})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "sessions": len(rt.registry),
+            "voice_in": rt.voice is not None,
+            "voice_out": None if rt.tts is None else rt.tts.engine.name,
+        }
+    )
 
 
 def _deny(status: int, code: str, message: str) -> JSONResponse:
@@ -165,6 +184,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         settings=settings,
         llm=rt.llm,
         voice=rt.voice,
+        tts=rt.tts,
+        metrics=rt.metrics,
     )
     rt.add(session)
     session.log.info("opened for user %s (%s)", principal.user, encoding.value)
@@ -190,7 +211,7 @@ def create_app(settings: Settings, *, llm: ChatBackend | None = None) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = build_realtime(settings, llm)
-        rt.voice = await Voice.load(settings)
+        rt.voice, rt.tts = await asyncio.gather(Voice.load(settings), load_tts(settings))
         app.state.realtime = rt
         try:
             yield
@@ -198,11 +219,14 @@ def create_app(settings: Settings, *, llm: ChatBackend | None = None) -> Starlet
             await rt.close_all()
             if rt.voice is not None:
                 await rt.voice.aclose()
+            if rt.tts is not None:
+                await asyncio.to_thread(rt.tts.close)
             if rt.http is not None:
                 await rt.http.aclose()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute(WS_PATH, websocket_endpoint),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

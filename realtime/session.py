@@ -22,11 +22,13 @@ from realtime.errors import (
     ClientError,
     CloseCode,
     InvalidState,
+    ItemNotFound,
     NoActiveResponse,
     RealtimeError,
     UpstreamError,
 )
 from realtime.listener import CommittedTurn, Listener, ListenerConfig, NotListening
+from realtime.metrics import Metrics
 from realtime.protocol import server_events as ev
 from realtime.protocol.client_events import (
     ClientEvent,
@@ -34,6 +36,7 @@ from realtime.protocol.client_events import (
     InputAudioAppend,
     InputAudioClear,
     InputAudioCommit,
+    ItemTruncate,
     Limits,
     Ping,
     Pong,
@@ -47,8 +50,10 @@ from realtime.protocol.codec import PROTOCOL_VERSION, Encoding, decode_frame, en
 from realtime.protocol.heartbeat import Due, Heartbeat
 from realtime.protocol.server_events import ServerEvent
 from realtime.protocol.state import ConnectionState, State, Trigger
+from realtime.speaker import Speaker, SpokenPiece, heard_text
 from realtime.stages.llm import ChatBackend, ChatDelta, ChatDone, ChatRequest
 from realtime.stages.reasoning import Part, ThinkSplitter
+from realtime.stages.tts import Tts, TtsFailed
 from realtime.stages.turn_detection import TurnDetectionConfig
 from realtime.voice import Voice
 
@@ -106,6 +111,8 @@ DEFAULT_TURN_DETECTION: dict[str, Any] = {
     "min_speech_duration_ms": 100,
     "segment_pause_ms": 200,
     "create_response": True,
+    "interrupt_response": True,
+    "interrupt_min_speech_ms": 250,
 }
 DEFAULT_TRANSCRIPTION: dict[str, Any] = {"language": None, "partials": True}
 AUDIO_FIELDS = ("input_audio_format", "turn_detection", "input_audio_transcription")
@@ -121,6 +128,7 @@ class SessionSettings:
     max_output_tokens: int | None = None
     reasoning: bool | None = None
     input_audio_format: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_AUDIO_FORMAT))
+    output_audio_format: dict[str, Any] | None = None
     turn_detection: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TURN_DETECTION))
     input_audio_transcription: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRANSCRIPTION))
 
@@ -132,6 +140,7 @@ class SessionSettings:
             "max_output_tokens": self.max_output_tokens,
             "reasoning": self.reasoning,
             "input_audio_format": self.input_audio_format,
+            "output_audio_format": self.output_audio_format,
             "turn_detection": self.turn_detection,
             "input_audio_transcription": self.input_audio_transcription,
         }
@@ -143,6 +152,8 @@ class HistoryEntry:
     content: str
     reasoning: str = ""
     status: str = "completed"
+    item_id: str | None = None
+    pieces: list[SpokenPiece] | None = None  # assistant audio: which text each stretch of audio carried
 
     @property
     def size(self) -> int:
@@ -165,6 +176,9 @@ class Response:
     first_text_at: float | None = None
     usage: dict[str, int | None] = field(default_factory=lambda: {"input_tokens": None, "output_tokens": None})
     finished: bool = False
+    speaker: Speaker | None = None
+    turn: CommittedTurn | None = None  # the spoken turn it answers (for speech-end timings)
+    truncate_ms: int | None = None  # the client's report of what it played
 
 
 class Session:
@@ -177,6 +191,8 @@ class Session:
         settings: Settings,
         llm: ChatBackend,
         voice: Voice | None = None,
+        tts: Tts | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
     ) -> None:
@@ -187,10 +203,17 @@ class Session:
         self._settings = settings
         self._llm = llm
         self._voice = voice
+        self._tts = tts
+        self._metrics = metrics
         self._listener: Listener | None = None
         self._clock = clock
         self._limits = Limits(max_text_chars=settings.max_text_chars, max_audio_bytes=settings.max_message_size)
-        self._defaults = SessionSettings(model=settings.llm_model, instructions=settings.instructions)
+        self._defaults = SessionSettings(
+            model=settings.llm_model,
+            instructions=settings.instructions,
+            input_audio_format=dict(DEFAULT_AUDIO_FORMAT) if voice is not None else None,
+            output_audio_format=None,  # text only until the client asks for speech (it chooses the rate)
+        )
         self.config = self._defaults
         self._conn = ConnectionState()
         self._heartbeat = Heartbeat(clock(), settings.ping_interval, settings.ping_timeout)
@@ -362,6 +385,8 @@ class Session:
                 await self._require_listener().commit()
             case InputAudioClear():
                 await self._require_listener().clear()
+            case ItemTruncate():
+                await self._truncate(event)
             case ConversationItemCreate():
                 async with self._turn_lock:
                     if event.role == "user" and self.response is not None:
@@ -442,6 +467,8 @@ class Session:
             on_commit=self._on_spoken_turn,
             new_id=self._new_id,
             spawn=self._spawn,
+            on_speech=self._on_user_speech,
+            clock=self._clock,
         )
 
     def _require_listener(self) -> Listener:
@@ -462,7 +489,32 @@ class Session:
             await self._emit(ev.item_created(turn.item_id, "user", content))
             td = self.config.turn_detection
             if td is not None and td.get("create_response", True):
-                await self._start_response(self.config)
+                await self._start_response(self.config, turn=turn)
+
+    async def _on_user_speech(self, duration_ms: int) -> None:
+        """Barge-in: the user has been speaking over the assistant's audio long enough to mean it."""
+        response, td = self.response, self.config.turn_detection
+        if response is None or response.speaker is None or response.speaker.stats.first_audio_at is None:
+            return
+        if td is None or not td.get("interrupt_response", True) or duration_ms < td["interrupt_min_speech_ms"]:
+            return
+        async with self._turn_lock:
+            if self.response is response:
+                self.log.info("barge-in after %d ms of speech: interrupting %s", duration_ms, response.id)
+                await self._cancel_response("barge_in", status="interrupted")
+
+    async def _truncate(self, event: ItemTruncate) -> None:
+        """The client says how much of an assistant item it played: history keeps only that much."""
+        if self.response is not None and self.response.item_id == event.item_id:
+            self.response.truncate_ms = event.audio_end_ms
+            await self._emit(ev.item_truncated(event.item_id, event.audio_end_ms, ""))
+            return
+        entry = next((h for h in reversed(self.history) if h.item_id == event.item_id), None)
+        if entry is None or entry.pieces is None:
+            raise ItemNotFound(f"No assistant audio item '{event.item_id}' in this session.", param="item_id")
+        entry.content = heard_text(entry.pieces, event.audio_end_ms)
+        entry.status = "truncated"
+        await self._emit(ev.item_truncated(event.item_id, event.audio_end_ms, entry.content))
 
     def _session_info(self) -> dict[str, Any]:
         s = self._settings
@@ -519,15 +571,31 @@ class Session:
         while len(self.history) > 1 and total > self._settings.max_history_chars:
             total -= self.history.pop(0).size
 
-    async def _start_response(self, settings: SessionSettings) -> None:
+    async def _start_response(self, settings: SessionSettings, *, turn: CommittedTurn | None = None) -> None:
         if self._conn.state is not State.IDLE:
             return  # the session started closing while a superseded response was being cancelled
         response = Response(
-            id=self._new_id("resp"), item_id=self._new_id("item"), settings=settings, started_at=self._clock()
+            id=self._new_id("resp"),
+            item_id=self._new_id("item"),
+            settings=settings,
+            started_at=self._clock(),
+            turn=turn,
         )
         self._conn.apply(Trigger.RESPONSE_START)
         self.response = response
         await self._emit(ev.response_created(response.id, response.item_id, settings.model))
+        if self._tts is not None and settings.output_audio_format is not None:
+            response.speaker = Speaker(
+                tts=self._tts,
+                response_id=response.id,
+                item_id=response.item_id,
+                sample_rate=settings.output_audio_format["sample_rate"],
+                emit=self._emit,
+                clock=self._clock,
+                lead_ms=self._settings.audio_lead_ms,
+                chunk_ms=self._settings.audio_chunk_ms,
+            )
+            response.speaker.start()
         response.task = self._spawn(self._generate(response), f"response:{response.id}")
 
     async def _generate(self, response: Response) -> None:
@@ -561,9 +629,17 @@ class Session:
                         break
             if status == "completed" or reason == "max_output_tokens":
                 await self._send_pieces(response, splitter.flush())
+            if response.speaker is not None:
+                await response.speaker.finish()
+                await response.speaker.wait()  # the reply is over when its last audio is sent
         except UpstreamError as exc:
             self.log.warning("response %s failed: %s (%s)", response.id, exc.code, exc.__cause__ or exc)
             status, reason, error = "failed", "error", {"code": exc.code, "message": exc.message}
+            await self._emit(ev.error(exc.code, exc.message, response_id=response.id))
+        except TtsFailed as exc:
+            self.log.warning("response %s: speech failed (%s)", response.id, exc.__cause__ or exc)
+            status, reason = "incomplete", "tts_failed"
+            error = {"code": exc.code, "message": exc.message}
             await self._emit(ev.error(exc.code, exc.message, response_id=response.id))
         await self._finish(response, status, reason, error)
 
@@ -586,14 +662,16 @@ class Session:
                     await self._emit(ev.text_delta(response.id, response.item_id, text))
                     response.text.append(text)
                     response.first_text_at = response.first_text_at or now
+                    if response.speaker is not None:
+                        await response.speaker.feed(text)
                 response.first_token_at = response.first_token_at or now
                 response.chars += len(text)
             if cut:
                 return False
         return True
 
-    async def _cancel_response(self, reason: str) -> None:
-        """Stop the running response now (the upstream stream is closed) and report it cancelled."""
+    async def _cancel_response(self, reason: str, *, status: str = "cancelled") -> None:
+        """Stop the running response now (upstream stream closed, no more audio) and report it."""
         response = self.response
         if response is None:
             return
@@ -601,15 +679,28 @@ class Session:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await self._finish(response, "cancelled", reason, None)
+        await self._finish(response, status, reason, None)
 
     async def _finish(self, response: Response, status: str, reason: str | None, error: dict[str, str] | None) -> None:
         if response.finished:
             return
         response.finished = True
         text, reasoning = "".join(response.text), "".join(response.reasoning)
-        if text or reasoning:
-            self.history.append(HistoryEntry("assistant", text, reasoning, status))
+        speaker = response.speaker
+        audio: dict[str, Any] | None = None
+        kept = text
+        if speaker is not None:
+            await speaker.aclose()  # no audio of this response after this point
+            stats = speaker.stats
+            played = stats.audio_ms if status in ("completed", "incomplete") else speaker.played_ms()
+            if response.truncate_ms is not None:
+                played = min(played, response.truncate_ms)
+            if played < stats.audio_ms or status in ("interrupted", "cancelled"):
+                kept = heard_text(stats.pieces, played)  # history keeps only what was heard
+            audio = {"duration_ms": stats.audio_ms, "played_ms": played, "heard_text": kept}
+        if kept or reasoning:
+            pieces = list(speaker.stats.pieces) if speaker is not None else None
+            self.history.append(HistoryEntry("assistant", kept, reasoning, status, response.item_id, pieces))
             self._trim_history()
         self.response = None
         self._conn.apply(Trigger.RESPONSE_END)
@@ -620,12 +711,26 @@ class Session:
         def ms(t: float | None) -> int | None:
             return None if t is None else int((t - response.started_at) * 1000)
 
-        metrics = {
+        first_audio_at = speaker.stats.first_audio_at if speaker is not None else None
+        metrics: dict[str, int | None] = {
             "first_token_ms": ms(response.first_token_at),
             "first_text_ms": ms(response.first_text_at),
+            "first_audio_ms": ms(first_audio_at),
             "total_ms": ms(now),
             "rtt_ms": None if self._heartbeat.rtt is None else int(self._heartbeat.rtt * 1000),
         }
+        if speaker is not None:
+            metrics["late_audio_chunks"] = speaker.stats.late_chunks
+        turn = response.turn
+        if turn is not None and turn.speech_end_at is not None:
+
+            def since_speech(t: float | None) -> int | None:
+                return None if t is None or turn.speech_end_at is None else int((t - turn.speech_end_at) * 1000)
+
+            metrics["speech_end_to_transcript_ms"] = since_speech(turn.transcript_at)
+            metrics["speech_end_to_first_token_ms"] = since_speech(response.first_token_at)
+            metrics["speech_end_to_first_audio_ms"] = since_speech(first_audio_at)
+        self._observe(response, status, metrics)
         await self._emit(
             ev.response_done(
                 response.id,
@@ -637,5 +742,25 @@ class Session:
                 metrics=metrics,
                 reason=reason,
                 error=error,
+                audio=audio,
             )
         )
+
+    def _observe(self, response: Response, status: str, metrics: dict[str, int | None]) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        m.responses.labels(status=status).inc()
+        pairs = [
+            (m.transcript, "speech_end_to_transcript_ms"),
+            (m.first_token, "speech_end_to_first_token_ms"),
+            (m.first_audio, "speech_end_to_first_audio_ms"),
+            (m.response_first_token, "first_token_ms"),
+            (m.response_total, "total_ms"),
+        ]
+        for histogram, key in pairs:
+            value = metrics.get(key)
+            if value is not None:
+                histogram.observe(value / 1000)
+        if response.speaker is not None:
+            m.late_chunks.inc(response.speaker.stats.late_chunks)

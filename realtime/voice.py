@@ -1,4 +1,4 @@
-"""The voice models every session shares: Silero VAD (batched), Whisper, and the fair STT pool."""
+"""The voice models every session shares: Silero VAD (batched), Whisper and its fair pool, and TTS."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from realtime.config import Settings
 from realtime.errors import ConfigError
 from realtime.stages.stt import SttConfig, SttPool, WhisperEngine
+from realtime.stages.tts import Tts, load_engine
 from realtime.stages.vad import SileroModel, VadBatcher
 
 log = logging.getLogger("realtime.voice")
@@ -52,3 +53,27 @@ class Voice:
     async def aclose(self) -> None:
         await self.stt.aclose()
         await self.vad.aclose()
+
+
+async def load_tts(settings: Settings) -> Tts | None:
+    """The configured engine; if the default Piper voice cannot load, espeak-ng; None when off or none loads."""
+    if settings.tts_engine == "off":
+        return None
+    names = [settings.tts_engine] + (["espeak"] if settings.tts_engine == "piper" else [])
+    for name in names:
+        try:
+            engine = await asyncio.to_thread(
+                load_engine,
+                name,
+                piper_model=settings.piper_voice_path,
+                threads=settings.tts_threads,
+                device=settings.tts_device,
+                chatterbox_checkpoint=settings.chatterbox_checkpoint,
+                espeak=settings.espeak_binary,
+            )
+        except Exception as exc:  # a missing voice, binary or extra: try the next engine
+            log.warning("TTS engine %s unavailable: %s", name, exc)
+            continue
+        log.info("TTS engine: %s (%d Hz)", engine.name, engine.sample_rate)
+        return Tts(engine)
+    return None

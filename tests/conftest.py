@@ -36,11 +36,10 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerF
     """Start servers with extra REALTIME_* settings; all are stopped at the end of the run."""
     started: list[ServerProcess] = []
 
-    def start(**env: str) -> ServerProcess:
+    def start(extra_env: dict[str, str] | None = None, **env: str) -> ServerProcess:
         base = tmp_path_factory.mktemp("server")
-        proc = ServerProcess(
-            {f"REALTIME_{k.upper()}": str(v) for k, v in env.items()}, base / "state", base / "server.log"
-        )
+        variables = {f"REALTIME_{k.upper()}": str(v) for k, v in env.items()} | (extra_env or {})
+        proc = ServerProcess(variables, base / "state", base / "server.log")
         started.append(proc)
         return proc.start()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,38 +13,14 @@ from realtime.protocol.codec import Encoding
 from tests.conftest import ServerFactory
 from tests.support.fake_ollama import FakeOllama
 from tests.support.server import ServerProcess
-from tests.support.speech import chunks, synthesize, wer, white_noise, with_silence
+from tests.support.speech import synthesize, wer, white_noise, with_silence
+from tests.support.talk import connect_voice, events_until, stream_audio
 
 SENTENCES = [
     "Please book a table for four people at the Italian restaurant tonight.",
     "The library closes at six o'clock on Saturdays.",
     "Could you check whether my flight to London is on time?",
 ]
-
-
-async def _connect(server: ServerProcess, rate: int, user: str = "alice", **session: Any) -> RealtimeClient:
-    client = await RealtimeClient.connect(server.ws_url, server.token(user))
-    await client.send({"type": "session.update", "session": {"input_audio_format": {"sample_rate": rate}, **session}})
-    updated = await client.recv()
-    assert updated["type"] == "session.updated", updated
-    return client
-
-
-async def _stream(client: RealtimeClient, audio: np.ndarray, rate: int, speed: float = 1.0, frame_ms: int = 20) -> None:
-    """Send audio in small frames on a clock running `speed` times real time."""
-    started = time.monotonic()
-    for i, frame in enumerate(chunks(audio, rate, frame_ms)):
-        await client.send({"type": "input_audio_buffer.append", "audio": frame})
-        await asyncio.sleep(max(0.0, started + (i + 1) * frame_ms / 1000 / speed - time.monotonic()))
-
-
-async def _events_until(client: RealtimeClient, kind: str) -> list[tuple[float, dict[str, Any]]]:
-    out = []
-    while True:
-        event = await client.recv()
-        out.append((time.monotonic(), event))
-        if event["type"] == kind:
-            return out
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +34,10 @@ async def test_spoken_turn_at_real_time(voice_server: ServerProcess, rate: int) 
     """Speech at real-time pace: partials while speaking, a final close to the words, then the reply."""
     text = SENTENCES[0]
     speech = synthesize(text, rate)
-    async with await _connect(voice_server, rate) as client:
+    async with await connect_voice(voice_server, rate) as client:
         t0 = time.monotonic()
-        sender = asyncio.create_task(_stream(client, with_silence(speech, rate), rate))
-        events = await _events_until(client, "response.done")
+        sender = asyncio.create_task(stream_audio(client, with_silence(speech, rate), rate))
+        events = await events_until(client, "response.done")
         await sender
     speech_end = t0 + 0.5 + len(speech) / rate
     kinds = [e["type"] for _, e in events]
@@ -85,9 +60,11 @@ async def test_spoken_turn_at_real_time(voice_server: ServerProcess, rate: int) 
 async def test_faster_than_real_time(voice_server: ServerProcess) -> None:
     """Audio sent 4x faster than real time is transcribed as well (the buffer, not the clock, drives it)."""
     text = SENTENCES[1]
-    async with await _connect(voice_server, 16_000) as client:
-        sender = asyncio.create_task(_stream(client, with_silence(synthesize(text, 16_000), 16_000), 16_000, speed=4))
-        events = await _events_until(client, "response.done")
+    async with await connect_voice(voice_server, 16_000) as client:
+        sender = asyncio.create_task(
+            stream_audio(client, with_silence(synthesize(text, 16_000), 16_000), 16_000, speed=4)
+        )
+        events = await events_until(client, "response.done")
         await sender
     completed = next(e for _, e in events if e["type"].endswith(".completed"))
     assert wer(text, completed["transcript"]) <= 0.10, completed["transcript"]
@@ -98,10 +75,10 @@ async def test_silence_and_noise_give_no_transcript(voice_server: ServerProcess,
     """Four seconds of silence or white noise produce no transcript, no user item and no reply."""
     rate = 16_000
     audio = np.zeros(4 * rate, np.int16) if kind == "silence" else white_noise(4, rate)
-    async with await _connect(voice_server, rate) as client:
-        await _stream(client, audio, rate, speed=2)
+    async with await connect_voice(voice_server, rate) as client:
+        await stream_audio(client, audio, rate, speed=2)
         await client.send({"type": "ping", "ts": 1})
-        events = await _events_until(client, "pong")
+        events = await events_until(client, "pong")
     texts = [e for _, e in events if "transcription" in e["type"] and (e.get("transcript") or e.get("text"))]
     assert not texts, texts
     assert not [e for _, e in events if e["type"] in ("conversation.item.created", "response.created")]
@@ -112,9 +89,9 @@ async def test_two_talkers_get_only_their_own_words(voice_server: ServerProcess)
     rate = 16_000
 
     async def talk(text: str, user: str) -> str:
-        async with await _connect(voice_server, rate, user=user) as client:
-            sender = asyncio.create_task(_stream(client, with_silence(synthesize(text, rate), rate), rate))
-            events = await _events_until(client, "response.done")
+        async with await connect_voice(voice_server, rate, user=user) as client:
+            sender = asyncio.create_task(stream_audio(client, with_silence(synthesize(text, rate), rate), rate))
+            events = await events_until(client, "response.done")
             await sender
         return next(e for _, e in events if e["type"].endswith(".completed"))["transcript"]
 
@@ -127,18 +104,18 @@ async def test_manual_mode_commit_and_clear(voice_server: ServerProcess) -> None
     """With turn detection off the client commits: a transcript and a user item, and no automatic reply."""
     rate = 24_000
     text = SENTENCES[2]
-    async with await _connect(voice_server, rate, turn_detection=None) as client:
-        await _stream(client, np.zeros(rate // 2, np.int16), rate, speed=10)
+    async with await connect_voice(voice_server, rate, turn_detection=None) as client:
+        await stream_audio(client, np.zeros(rate // 2, np.int16), rate, speed=10)
         await client.send({"type": "input_audio_buffer.clear"})
-        assert (await _events_until(client, "input_audio_buffer.cleared"))[-1][1]["type"].endswith("cleared")
-        await _stream(client, synthesize(text, rate), rate, speed=4)
+        assert (await events_until(client, "input_audio_buffer.cleared"))[-1][1]["type"].endswith("cleared")
+        await stream_audio(client, synthesize(text, rate), rate, speed=4)
         await client.send({"type": "input_audio_buffer.commit"})
-        events = await _events_until(client, "conversation.item.created")
+        events = await events_until(client, "conversation.item.created")
         completed = next(e for _, e in events if e["type"].endswith(".completed"))
         assert wer(text, completed["transcript"]) <= 0.10, completed["transcript"]
         assert not [e for _, e in events if e["type"].startswith("input_audio_buffer.speech_")]
         await client.send({"type": "ping", "ts": 2})
-        after = await _events_until(client, "pong")
+        after = await events_until(client, "pong")
         assert not [e for _, e in after if e["type"] == "response.created"]
         await client.send({"type": "input_audio_buffer.commit", "event_id": "empty"})
         err = await client.recv()
@@ -153,9 +130,9 @@ async def test_long_turn_is_committed_at_the_maximum(server_factory: ServerFacto
     rate = 16_000
     speech = synthesize(SENTENCES[0], rate)
     assert len(speech) > 3 * rate
-    async with await _connect(srv, rate) as client:
-        sender = asyncio.create_task(_stream(client, with_silence(speech, rate), rate, speed=2))
-        events = await _events_until(client, "conversation.item.created")
+    async with await connect_voice(srv, rate) as client:
+        sender = asyncio.create_task(stream_audio(client, with_silence(speech, rate), rate, speed=2))
+        events = await events_until(client, "conversation.item.created")
         sender.cancel()
     completed = next(e for _, e in events if e["type"].endswith(".completed"))
     assert 1800 <= completed["audio_duration_ms"] <= 2600

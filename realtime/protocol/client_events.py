@@ -48,7 +48,13 @@ ContentPart = InputText | OutputText
 
 # Settings a client may change with session.update; response.create may override the first five.
 RESPONSE_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning")
-SESSION_FIELDS = (*RESPONSE_FIELDS, "input_audio_format", "turn_detection", "input_audio_transcription")
+SESSION_FIELDS = (
+    *RESPONSE_FIELDS,
+    "input_audio_format",
+    "output_audio_format",
+    "turn_detection",
+    "input_audio_transcription",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,19 @@ class InputAudioClear:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemTruncate:
+    """What the listener actually heard of an assistant item (the client's playback position)."""
+
+    item_id: str
+    audio_end_ms: int
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "conversation.item.truncate"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, item_id=self.item_id, content_index=0, audio_end_ms=self.audio_end_ms)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Client-initiated heartbeat; `ts` is the client's clock in ms, echoed back in the pong."""
 
@@ -163,6 +182,7 @@ ClientEvent = (
     | InputAudioAppend
     | InputAudioCommit
     | InputAudioClear
+    | ItemTruncate
     | Ping
     | Pong
 )
@@ -202,7 +222,7 @@ def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, An
             out[name] = f.int(name, minimum=1, maximum=1_000_000, nullable=True)
         elif name == "reasoning":
             out[name] = f.bool(name, nullable=True)
-        elif name == "input_audio_format":
+        elif name in ("input_audio_format", "output_audio_format"):
             out[name] = _nullable_obj(f, name, _audio_format)
         elif name == "turn_detection":
             out[name] = _nullable_obj(f, name, _turn_detection)
@@ -249,9 +269,13 @@ def _turn_detection(f: Fields) -> dict[str, Any]:
     threshold = f.float("threshold", required=False, minimum=0.05, maximum=0.95)
     if threshold is not None:
         out["threshold"] = threshold
-    create = f.bool("create_response", required=False)
-    if create is not None:
-        out["create_response"] = create
+    for flag in ("create_response", "interrupt_response"):
+        value = f.bool(flag, required=False)
+        if value is not None:
+            out[flag] = value
+    interrupt_ms = f.int("interrupt_min_speech_ms", required=False, minimum=0, maximum=5_000)
+    if interrupt_ms is not None:
+        out["interrupt_min_speech_ms"] = interrupt_ms
     return out
 
 
@@ -318,6 +342,12 @@ def parse_client_event(
     if type_ in (InputAudioCommit.TYPE, InputAudioClear.TYPE):
         f.done()
         return InputAudioCommit(event_id) if type_ == InputAudioCommit.TYPE else InputAudioClear(event_id)
+    if type_ == ItemTruncate.TYPE:
+        item_id = f.str("item_id", max_len=64)
+        f.int("content_index", required=False, minimum=0, maximum=0)
+        audio_end_ms = f.int("audio_end_ms", minimum=0, maximum=MAX_SAFE_INTEGER)
+        f.done()
+        return ItemTruncate(item_id, audio_end_ms, event_id)
     if type_ in (Ping.TYPE, Pong.TYPE):
         ts = f.int("ts", minimum=0, maximum=MAX_SAFE_INTEGER)
         f.done()

@@ -59,8 +59,12 @@ def response_done(
     metrics: Mapping[str, int | None],
     reason: str | None = None,
     error: Mapping[str, str] | None = None,
+    audio: Mapping[str, Any] | None = None,
 ) -> ServerEvent:
-    """status: completed | cancelled | incomplete | failed; `reason` says why it is not completed."""
+    """status: completed | cancelled | interrupted | incomplete | failed; `reason` says why it is not completed.
+
+    `audio` (spoken responses): duration_ms sent, played_ms heard, heard_text (what history keeps).
+    """
     response: dict[str, Any] = {"id": response_id, "item_id": item_id, "status": status}
     if reason is not None or error is not None:
         details: dict[str, Any] = {}
@@ -73,6 +77,8 @@ def response_done(
     response["reasoning_text"] = reasoning
     response["usage"] = dict(usage)
     response["metrics"] = dict(metrics)
+    if audio is not None:
+        response["audio"] = dict(audio)
     return ServerEvent("response.done", {"response": response})
 
 
@@ -146,4 +152,26 @@ def transcription_completed(item_id: str, transcript: str, audio_duration_ms: in
     return ServerEvent(
         "conversation.item.input_audio_transcription.completed",
         {"item_id": item_id, "transcript": transcript, "audio_duration_ms": audio_duration_ms, "language": language},
+    )
+
+
+def audio_delta(response_id: str, item_id: str, seq: int, offset_ms: int, audio: bytes) -> ServerEvent:
+    """PCM16 LE mono at the session's output rate; `seq` counts this response's chunks from 1."""
+    return ServerEvent(
+        "response.audio.delta",
+        {"response_id": response_id, "item_id": item_id, "seq_no": seq, "offset_ms": offset_ms, "audio": audio},
+    )
+
+
+def audio_transcript_delta(response_id: str, item_id: str, text: str, offset_ms: int) -> ServerEvent:
+    """The text of the piece whose audio starts at `offset_ms` (sent just before that audio)."""
+    return ServerEvent(
+        "response.audio_transcript.delta",
+        {"response_id": response_id, "item_id": item_id, "delta": text, "offset_ms": offset_ms},
+    )
+
+
+def item_truncated(item_id: str, audio_end_ms: int, transcript: str) -> ServerEvent:
+    return ServerEvent(
+        "conversation.item.truncated", {"item_id": item_id, "audio_end_ms": audio_end_ms, "transcript": transcript}
     )

@@ -43,6 +43,7 @@ _ALL = frozenset(
         "input_audio_buffer.append",
         "input_audio_buffer.commit",
         "input_audio_buffer.clear",
+        "conversation.item.truncate",
         "ping",
         "pong",
     }

@@ -39,6 +39,7 @@ TYPES = [
     "input_audio_buffer.append",
     "input_audio_buffer.commit",
     "input_audio_buffer.clear",
+    "conversation.item.truncate",
     "ping",
     "pong",
     "bogus",
@@ -53,6 +54,8 @@ events = st.fixed_dictionaries(
         "response_id": values,
         "ts": values,
         "audio": values,
+        "item_id": values,
+        "audio_end_ms": values,
     },
 )
 

@@ -13,6 +13,8 @@ client scripts it with session.update {model}:
   big-<n>               n tokens of 100 characters each, fast
   wide-<n>              n tokens of 8000 random characters each (incompressible: fills socket buffers fast)
   stamp-<n>             n tokens, then a final token holding a monotonic send timestamp (benchmark)
+  story                 a long spoken-style story, word by word at ~40 words/s (barge-in tests)
+  recall                "You heard: <the last assistant message it was sent>" (what history kept)
 Anything else answers 404 like Ollama does for an unknown model.
 """
 
@@ -65,7 +67,8 @@ def create_app(stats: Stats) -> Starlette:
         model = body.get("model", "")
         messages = body.get("messages") or []
         last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-        gen = _script(model, last_user)
+        last_assistant = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
+        gen = _script(model, last_user, last_assistant)
         if gen is None:
             return JSONResponse({"error": f"model '{model}' not found"}, status_code=404)
 
@@ -94,7 +97,17 @@ def create_app(stats: Stats) -> Starlette:
     )
 
 
-def _script(model: str, last_user: str) -> AsyncIterator[bytes] | None:
+STORY = (
+    "Once upon a time, in a small village by the sea, there lived an old fisherman named Tom. "
+    "Every morning he rowed his little boat out past the rocks to catch fish for the market. "
+    "One day a storm came from the north, and the waves grew as tall as houses. "
+    "Tom held on to his oars and sang an old song his mother had taught him. "
+    "When the storm had passed, he found a golden bottle floating beside the boat. "
+    "Inside the bottle was a map that showed an island nobody had ever seen before."
+)
+
+
+def _script(model: str, last_user: str, last_assistant: str = "") -> AsyncIterator[bytes] | None:
     async def echo() -> AsyncIterator[bytes]:
         words = ("You said: " + last_user).split(" ")
         for i, word in enumerate(words):
@@ -156,6 +169,16 @@ def _script(model: str, last_user: str) -> AsyncIterator[bytes] | None:
         yield _line(model, f"@{time.perf_counter_ns()}")
         yield _final(model, n + 1)
 
+    async def story() -> AsyncIterator[bytes]:
+        for i, word in enumerate(STORY.split(" ")):
+            yield _line(model, word if i == 0 else " " + word)
+            await asyncio.sleep(0.025)
+        yield _final(model, len(STORY.split()))
+
+    async def recall() -> AsyncIterator[bytes]:
+        yield _line(model, "You heard: " + (last_assistant or "nothing"))
+        yield _final(model, 3)
+
     simple = {
         "echo": echo,
         "think-tags": think_tags,
@@ -164,6 +187,8 @@ def _script(model: str, last_user: str) -> AsyncIterator[bytes] | None:
         "garbage": garbage,
         "die": die,
         "error-mid": error_mid,
+        "story": story,
+        "recall": recall,
     }
     if model in simple:
         return simple[model]()
