@@ -102,7 +102,8 @@ class Realtime:
 def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realtime:
     http = None
     if llm is None:
-        limits = httpx.Limits(max_connections=max(100, settings.max_sessions), max_keepalive_connections=32)
+        # one kept-alive upstream connection per concurrently answering session, up to the session limit
+        limits = httpx.Limits(max_connections=settings.max_sessions, max_keepalive_connections=settings.max_sessions)
         http = httpx.AsyncClient(limits=limits)
         timeouts = OllamaTimeouts(
             connect=settings.llm_connect_timeout,

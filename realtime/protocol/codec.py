@@ -85,18 +85,19 @@ def decode_frame(data: bytes | str, encoding: Encoding, *, max_size: int) -> dic
     return obj
 
 
-def _to_json_value(value: Any) -> Any:
+def _binary_as_base64(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Mapping):
-        return {k: _to_json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_json_value(v) for v in value]
-    return value
+    raise TypeError(f"{type(value).__name__} is not part of the protocol")
+
+
+# One encoder for every frame; bytes (the only non-JSON type we send) become base64 via `default`.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_binary_as_base64)
+_PACKER_OPTIONS = {"use_bin_type": True}
 
 
 def encode_frame(event: Mapping[str, Any], encoding: Encoding) -> bytes | str:
     """A map -> bytes (msgpack) or text (JSON). Key order is kept, so output is deterministic."""
     if encoding is Encoding.MSGPACK:
-        return msgpack.packb(event, use_bin_type=True)
-    return json.dumps(_to_json_value(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return msgpack.packb(event, **_PACKER_OPTIONS)
+    return _JSON.encode(event)

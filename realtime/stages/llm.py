@@ -110,15 +110,18 @@ class OllamaChat:
             async with self._http.stream("POST", url, json=request.payload(), timeout=self._timeout()) as resp:
                 if resp.status_code != 200:
                     raise await self._status_error(resp, request.model)
-                got_done = False
+                done: ChatDone | None = None
                 async for obj in self._objects(resp):
+                    if done is not None:
+                        continue  # read the body to its end, so the connection goes back to the pool
                     for chunk in _parse_chunks(obj):
-                        yield chunk
-                        got_done = isinstance(chunk, ChatDone)
-                    if got_done:
-                        break
-                if not got_done:
+                        if isinstance(chunk, ChatDone):
+                            done = chunk
+                        else:
+                            yield chunk
+                if done is None:
                     raise UpstreamProtocolError("The language model service ended the reply early.")
+                yield done
         except UpstreamError:
             raise
         except httpx.ConnectError as exc:
