@@ -6,12 +6,13 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -59,12 +60,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the server dies, even by SIGKILL (Linux prctl)."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _child_setup(nice: int) -> Callable[[], None]:
+    def setup() -> None:
+        """In the child, before exec: lower its priority, and get SIGTERM if the server dies (Linux prctl)."""
+        with contextlib.suppress(Exception):
+            os.nice(nice)
+        with contextlib.suppress(Exception):
+            import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return setup
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -99,7 +105,7 @@ def embedded_llm(settings: Settings) -> Iterator[str]:
         cmd += ["--threads", str(settings.embedded_llm_threads)]
     url = f"http://{host}:{port}"
     log.info("no Ollama at %s: starting the embedded LLM endpoint at %s", settings.ollama_url, url)
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_child_setup(settings.embedded_llm_nice))
     try:
         deadline = time.monotonic() + EMBEDDED_START_TIMEOUT
         while not ollama_answers(url, timeout=1.0):

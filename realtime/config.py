@@ -90,6 +90,9 @@ class Settings:
     embedded_llm_model_path: Path | None = None
     embedded_llm_threads: int | None = None
     embedded_llm_context: int = 4096
+    # Niceness of the embedded LLM process: on 2 cores the LLM and TTS fight for the CPU, and the first
+    # audio is late when Piper waits for llama.cpp; the audio path (VAD, STT, TTS) goes first.
+    embedded_llm_nice: int = 10
 
     @property
     def llm_gguf_path(self) -> Path:

@@ -111,12 +111,15 @@ class Listener:
         new_id: Callable[[str], str],
         spawn: Callable[..., asyncio.Task[object]],
         on_speech: Callable[[int], Awaitable[None]] | None = None,
+        on_tentative: Callable[[str], Awaitable[None]] | None = None,
+        on_resumed: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._vad, self._stt, self._engine = vad, stt, engine
         self._emit, self._on_commit, self._new_id, self._spawn = emit, on_commit, new_id, spawn
         self._on_speech, self._clock = on_speech, clock
+        self._on_tentative, self._on_resumed = on_tentative, on_resumed
         self._speech_onset_ms: int | None = None
         self._resampler = Resampler(config.sample_rate)
         self._vad_stream = VadStream()
@@ -211,6 +214,8 @@ class Listener:
                     self._start_final(self._segment, self.now_ms)
             case SpeechResumed(segment_closed=closed):
                 self._speech_onset_ms = self._vad_done // SAMPLES_PER_MS - 32
+                if self._on_resumed is not None:
+                    await self._on_resumed()
                 segment = self._segment
                 if closed or segment is None:
                     pad = self.config.turn_detection.prefix_padding_ms if self.config.turn_detection else 0
@@ -291,6 +296,9 @@ class Listener:
             ev.transcription_segment(turn.item_id, transcript.text, segment.start_ms, segment.final_cut_ms)
         )
         await self._emit(ev.transcription_partial(turn.item_id, " ".join(turn.texts), ""))
+        if self._on_tentative is not None and turn is self._turn and self._segment is None:
+            # still pausing, turn not over: the reply may start now and be released when the turn ends
+            await self._on_tentative(" ".join(turn.texts).strip())
 
     async def _end_turn(self, end_ms: int) -> None:
         turn = self._turn

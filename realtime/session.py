@@ -179,6 +179,12 @@ class Response:
     speaker: Speaker | None = None
     turn: CommittedTurn | None = None  # the spoken turn it answers (for speech-end timings)
     truncate_ms: int | None = None  # the client's report of what it played
+    # A speculative response (started before its spoken turn was confirmed) holds its events here until
+    # the turn commits; `released` is set when they are sent and the response becomes the session's.
+    held: list[ServerEvent] | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    tentative_text: str = ""
+    interrupted_at: float | None = None  # when barge-in was decided
 
 
 class Session:
@@ -226,6 +232,7 @@ class Session:
         self._error_at = clock()
         self.history: list[HistoryEntry] = []
         self._turn_lock = asyncio.Lock()  # typed and spoken turns change the running response one at a time
+        self._speculation: Response | None = None
         self.response: Response | None = None
         self.log = _SessionLog(log, {"session": self.session_id})
 
@@ -264,6 +271,7 @@ class Session:
         self.log.info("closing: code=%s reason=%s by_peer=%s", reason.code, reason.reason, reason.by_peer)
         if self._listener is not None:
             await self._listener.aclose()
+        await self._abort_speculation()
         if self.response is not None:
             await self._cancel_response("session_closed")
         writer = next((t for t in self._tasks if t.get_name().endswith(":writer")), None)
@@ -388,6 +396,7 @@ class Session:
             case ItemTruncate():
                 await self._truncate(event)
             case ConversationItemCreate():
+                await self._abort_speculation()
                 async with self._turn_lock:
                     if event.role == "user" and self.response is not None:
                         await self._cancel_response("superseded")
@@ -397,6 +406,7 @@ class Session:
                     content = [part.to_wire() for part in event.content]
                     await self._emit(ev.item_created(item_id, event.role, content))
             case ResponseCreate():
+                await self._abort_speculation()
                 async with self._turn_lock:
                     if self.response is not None:
                         await self._cancel_response("superseded")
@@ -468,6 +478,8 @@ class Session:
             new_id=self._new_id,
             spawn=self._spawn,
             on_speech=self._on_user_speech,
+            on_tentative=self._speculate,
+            on_resumed=self._abort_speculation,
             clock=self._clock,
         )
 
@@ -483,13 +495,81 @@ class Session:
         async with self._turn_lock:
             if self.response is not None:
                 await self._cancel_response("superseded")
+            speculation, self._speculation = self._speculation, None
             self.history.append(HistoryEntry("user", turn.transcript))
             self._trim_history()
             content = [{"type": "input_audio", "transcript": turn.transcript}]
             await self._emit(ev.item_created(turn.item_id, "user", content))
             td = self.config.turn_detection
-            if td is not None and td.get("create_response", True):
+            if td is None or not td.get("create_response", True):
+                await self._drop(speculation)
+            elif speculation is not None and speculation.tentative_text == turn.transcript:
+                await self._adopt(speculation, turn)
+            else:
+                await self._drop(speculation)
                 await self._start_response(self.config, turn=turn)
+
+    # ---- speculative responses -------------------------------------------------------------------
+
+    async def _speculate(self, transcript: str) -> None:
+        """The user paused after final words: start the reply now, held until the turn is confirmed.
+
+        The LLM and TTS get the rest of the silence window (silence_duration_ms - segment_pause_ms) as a
+        head start; if the user goes on speaking the speculation is dropped and nobody saw it.
+        """
+        td = self.config.turn_detection
+        if not transcript or td is None or not td.get("create_response", True) or self.response is not None:
+            return
+        if self._speculation is not None:
+            if self._speculation.tentative_text == transcript:
+                return
+            await self._abort_speculation()
+        if self._conn.state is not State.IDLE:
+            return
+        messages = [*self._llm_messages(self.config), {"role": "user", "content": transcript}]
+        response = self._new_response(self.config, held=True)
+        response.tentative_text = transcript
+        self._speculation = response
+        await self._emit_for(response, ev.response_created(response.id, response.item_id, self.config.model))
+        self._start_speaker(response)
+        response.task = self._spawn(self._generate(response, messages), f"speculative:{response.id}")
+
+    async def _abort_speculation(self) -> None:
+        speculation, self._speculation = self._speculation, None
+        await self._drop(speculation)
+
+    async def _drop(self, response: Response | None) -> None:
+        """Stop a speculative response that was never shown: no events, no history."""
+        if response is None:
+            return
+        if response.task is not None and not response.task.done():
+            response.task.cancel()
+            await asyncio.gather(response.task, return_exceptions=True)
+        if response.speaker is not None:
+            await response.speaker.aclose()
+        response.finished = True
+
+    async def _adopt(self, response: Response, turn: CommittedTurn) -> None:
+        """The turn is confirmed as speculated: the held reply becomes the session's, its events go out."""
+        if self._conn.state is not State.IDLE:
+            await self._drop(response)
+            return
+        self._conn.apply(Trigger.RESPONSE_START)
+        self.response = response
+        response.turn = turn
+        held = response.held or []
+        while held:  # events the task adds meanwhile join the end of this list, so order holds
+            await self._emit(held.pop(0))
+        response.held = None
+        response.released.set()
+        if response.speaker is not None:
+            response.speaker.release()
+
+    async def _emit_for(self, response: Response, event: ServerEvent) -> None:
+        if response.held is not None:
+            response.held.append(event)
+        else:
+            await self._emit(event)
 
     async def _on_user_speech(self, duration_ms: int) -> None:
         """Barge-in: the user has been speaking over the assistant's audio long enough to mean it."""
@@ -501,6 +581,7 @@ class Session:
         async with self._turn_lock:
             if self.response is response:
                 self.log.info("barge-in after %d ms of speech: interrupting %s", duration_ms, response.id)
+                response.interrupted_at = self._clock()
                 await self._cancel_response("barge_in", status="interrupted")
 
     async def _truncate(self, event: ItemTruncate) -> None:
@@ -574,36 +655,47 @@ class Session:
     async def _start_response(self, settings: SessionSettings, *, turn: CommittedTurn | None = None) -> None:
         if self._conn.state is not State.IDLE:
             return  # the session started closing while a superseded response was being cancelled
-        response = Response(
+        response = self._new_response(settings)
+        response.turn = turn
+        response.released.set()
+        self._conn.apply(Trigger.RESPONSE_START)
+        self.response = response
+        await self._emit(ev.response_created(response.id, response.item_id, settings.model))
+        self._start_speaker(response)
+        response.task = self._spawn(self._generate(response, self._llm_messages(settings)), f"response:{response.id}")
+
+    def _new_response(self, settings: SessionSettings, *, held: bool = False) -> Response:
+        return Response(
             id=self._new_id("resp"),
             item_id=self._new_id("item"),
             settings=settings,
             started_at=self._clock(),
-            turn=turn,
+            held=[] if held else None,
         )
-        self._conn.apply(Trigger.RESPONSE_START)
-        self.response = response
-        await self._emit(ev.response_created(response.id, response.item_id, settings.model))
-        if self._tts is not None and settings.output_audio_format is not None:
-            response.speaker = Speaker(
-                tts=self._tts,
-                response_id=response.id,
-                item_id=response.item_id,
-                sample_rate=settings.output_audio_format["sample_rate"],
-                emit=self._emit,
-                clock=self._clock,
-                lead_ms=self._settings.audio_lead_ms,
-                chunk_ms=self._settings.audio_chunk_ms,
-            )
-            response.speaker.start()
-        response.task = self._spawn(self._generate(response), f"response:{response.id}")
 
-    async def _generate(self, response: Response) -> None:
+    def _start_speaker(self, response: Response) -> None:
+        settings = response.settings
+        if self._tts is None or settings.output_audio_format is None:
+            return
+        response.speaker = Speaker(
+            tts=self._tts,
+            response_id=response.id,
+            item_id=response.item_id,
+            sample_rate=settings.output_audio_format["sample_rate"],
+            emit=lambda event: self._emit_for(response, event),
+            clock=self._clock,
+            lead_ms=self._settings.audio_lead_ms,
+            chunk_ms=self._settings.audio_chunk_ms,
+            held=response.held is not None,
+        )
+        response.speaker.start()
+
+    async def _generate(self, response: Response, messages: list[dict[str, str]]) -> None:
         settings = response.settings
         max_tokens = settings.max_output_tokens or self._settings.max_output_tokens
         request = ChatRequest(
             model=settings.model,
-            messages=self._llm_messages(settings),
+            messages=messages,
             temperature=settings.temperature,
             max_tokens=max_tokens,
             think=settings.reasoning,
@@ -635,12 +727,13 @@ class Session:
         except UpstreamError as exc:
             self.log.warning("response %s failed: %s (%s)", response.id, exc.code, exc.__cause__ or exc)
             status, reason, error = "failed", "error", {"code": exc.code, "message": exc.message}
-            await self._emit(ev.error(exc.code, exc.message, response_id=response.id))
+            await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
         except TtsFailed as exc:
             self.log.warning("response %s: speech failed (%s)", response.id, exc.__cause__ or exc)
             status, reason = "incomplete", "tts_failed"
             error = {"code": exc.code, "message": exc.message}
-            await self._emit(ev.error(exc.code, exc.message, response_id=response.id))
+            await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
+        await response.released.wait()  # a speculative reply ends only once it is the session's
         await self._finish(response, status, reason, error)
 
     async def _send_pieces(self, response: Response, pieces: list[tuple[Part, str]]) -> bool:
@@ -656,10 +749,10 @@ class Session:
             if text:
                 now = self._clock()
                 if part is Part.REASONING:
-                    await self._emit(ev.reasoning_delta(response.id, response.item_id, text))
+                    await self._emit_for(response, ev.reasoning_delta(response.id, response.item_id, text))
                     response.reasoning.append(text)
                 else:
-                    await self._emit(ev.text_delta(response.id, response.item_id, text))
+                    await self._emit_for(response, ev.text_delta(response.id, response.item_id, text))
                     response.text.append(text)
                     response.first_text_at = response.first_text_at or now
                     if response.speaker is not None:
@@ -721,6 +814,9 @@ class Session:
         }
         if speaker is not None:
             metrics["late_audio_chunks"] = speaker.stats.late_chunks
+        if response.interrupted_at is not None:
+            # barge-in decided -> LLM and TTS stopped and awaited (no chunk can follow): the stop latency
+            metrics["interrupt_to_stop_ms"] = int((now - response.interrupted_at) * 1000)
         turn = response.turn
         if turn is not None and turn.speech_end_at is not None:
 

@@ -1,0 +1,195 @@
+"""Spoken turns end to end on the default models: speech end -> first reply audio, barge-in, audio gaps.
+
+The server runs as `serve` does by default: embedded SmolLM2 (llama.cpp, niced), Whisper base, Piper.
+Each question is Piper speech streamed at real-time pace; the reply is cancelled once 1.5 s of its audio
+has arrived (first audio is what is measured; the rest of the reply only costs time). Every third turn
+is interrupted instead: the client speaks over the reply, and the server's own `interrupt_to_stop_ms`
+(barge-in decided -> LLM and TTS stopped, no chunk after) is read from response.done.
+
+    .venv/bin/python -m bench.voice_out [--silence-ms 500] [--turns 21]
+
+Figures (client clock): speech end (the real end of the synthesized speech, from its samples) -> first
+`response.audio.delta` received; audio gaps = chunks that arrived after the time they were due to play
+(the client plays from the first chunk at real time), per minute of audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.stats import markdown_table, percentile
+from bench.voice_in import speech_bounds
+from realtime.client import RealtimeClient
+from tests.support.server import ServerProcess, free_port
+from tests.support.speech import chunks, synthesize
+
+RATE = 24_000
+FRAME_MS = 20
+BEFORE_S = 0.6
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What color is the sky on a clear day?",
+    "Can you name a fruit that is yellow?",
+    "What do bees make?",
+    "How many days are there in a week?",
+    "What is the opposite of hot?",
+    "Which animal says moo?",
+    "What do you call frozen water?",
+    "What is two plus two?",
+    "Where does the sun rise?",
+    "What do plants need to grow?",
+    "How many hours are in a day?",
+    "What is the largest ocean on Earth?",
+    "Which season comes after winter?",
+    "What do cows drink?",
+    "What is the color of grass?",
+    "How many wheels does a bicycle have?",
+    "What do you use to write on paper?",
+    "What is the first letter of the alphabet?",
+    "Which planet do we live on?",
+]
+INTERRUPTION = "Hold on, stop for a moment please."
+
+
+async def send_audio(client: RealtimeClient, audio: np.ndarray) -> None:
+    started = time.monotonic()
+    for i, frame in enumerate(chunks(audio, RATE, FRAME_MS)):
+        await client.send({"type": "input_audio_buffer.append", "audio": frame})
+        await asyncio.sleep(max(0.0, started + (i + 1) * FRAME_MS / 1000 - time.monotonic()))
+
+
+async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[str, float | None]:
+    speech = synthesize(question, RATE)
+    _, end_s = speech_bounds(speech, RATE)
+    silence = np.zeros(int(BEFORE_S * RATE), np.int16)
+    audio = np.concatenate([silence, speech, np.zeros(int(1.2 * RATE), np.int16)])
+    t0 = time.monotonic()
+    speech_end = t0 + BEFORE_S + end_s
+    sender = asyncio.create_task(send_audio(client, audio))
+    first_audio = None
+    audio_ms = 0
+    late = 0
+    stopper: asyncio.Task[None] | None = None
+    done: dict | None = None
+    while True:
+        event = await client.recv()
+        now = time.monotonic()
+        if event["type"] == "response.audio.delta":
+            if first_audio is None:
+                first_audio = now
+            elif now > first_audio + event["offset_ms"] / 1000 + 0.02:
+                late += 1
+            audio_ms = event["offset_ms"] + len(event["audio"]) * 500 // RATE
+            if audio_ms >= 1500 and stopper is None:
+                if interrupt:
+                    follow = np.concatenate([synthesize(INTERRUPTION, RATE), np.zeros(RATE, np.int16)])
+                    stopper = asyncio.create_task(send_audio(client, follow))
+                else:
+                    await client.send({"type": "response.cancel"})
+                    stopper = asyncio.create_task(asyncio.sleep(0))
+        elif event["type"] == "response.done":
+            done = event["response"]
+            break
+    await sender
+    if stopper is not None:
+        await stopper
+    if interrupt:  # the interruption is a turn of its own: let it finish (its reply is cancelled)
+        while True:
+            event = await client.recv()
+            if event["type"] == "response.created":
+                await client.send({"type": "response.cancel"})
+            if event["type"] == "response.done":
+                break
+    assert done is not None
+    metrics = done["metrics"]
+    return {
+        "first_audio_ms": None if first_audio is None else (first_audio - speech_end) * 1000,
+        "server_first_audio_ms": metrics.get("speech_end_to_first_audio_ms"),
+        "transcript_ms": metrics.get("speech_end_to_transcript_ms"),
+        "first_token_ms": metrics.get("speech_end_to_first_token_ms"),
+        "interrupt_ms": metrics.get("interrupt_to_stop_ms") if done["status"] == "interrupted" else None,
+        "status_ok": float(done["status"] == ("interrupted" if interrupt else "cancelled")),
+        "late": float(late),
+        "audio_ms": float(audio_ms),
+    }
+
+
+def fmt(values: list[float]) -> str:
+    return f"{percentile(values, 50):.0f} / {percentile(values, 95):.0f}" if values else "-"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    state = Path(tempfile.mkdtemp(prefix="bench-voice-out-"))
+    env = {
+        "REALTIME_EMBEDDED_LLM": "always",
+        "REALTIME_EMBEDDED_LLM_PORT": str(free_port()),
+        "REALTIME_LOG_LEVEL": "WARNING",
+    }
+    server = ServerProcess(env, state / "state", state / "server.log").start(timeout=120)
+    rows = []
+    try:
+        async with await RealtimeClient.connect(server.ws_url, server.token("bench")) as client:
+            session = {
+                "input_audio_format": {"sample_rate": RATE},
+                "output_audio_format": {"sample_rate": RATE},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": args.silence_ms},
+                "max_output_tokens": 60,
+            }
+            await client.send({"type": "session.update", "session": session})
+            await client.recv()
+            for i in range(args.turns):
+                rows.append(await turn(client, QUESTIONS[i % len(QUESTIONS)], interrupt=i % 3 == 2))
+    finally:
+        server.stop()
+
+    def col(key: str) -> list[float]:
+        return [r[key] for r in rows if r[key] is not None]  # type: ignore[misc]
+
+    minutes = sum(col("audio_ms")) / 60_000
+    print(
+        markdown_table(
+            [
+                "silence ms",
+                "turns",
+                "speech end→first audio p50/p95 (client)",
+                "same, server clock",
+                "→final transcript",
+                "→first token",
+                "barge-in stop p50/p95 ms",
+                "late chunks / min",
+                "right status",
+            ],
+            [
+                [
+                    str(args.silence_ms),
+                    str(len(rows)),
+                    fmt(col("first_audio_ms")),
+                    fmt(col("server_first_audio_ms")),
+                    fmt(col("transcript_ms")),
+                    fmt(col("first_token_ms")),
+                    fmt(col("interrupt_ms")),
+                    f"{sum(col('late')) / max(minutes, 1e-9):.1f}",
+                    f"{statistics.mean(col('status_ok')) * 100:.0f}%",
+                ]
+            ],
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--silence-ms", type=int, default=500, help="turn_detection.silence_duration_ms")
+    parser.add_argument("--turns", type=int, default=21)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
