@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -44,6 +45,7 @@ class RealtimeClient:
         self.recv_timeout = recv_timeout  # bound on each wait for one event; wrap calls in asyncio.timeout for more
         self.session: dict[str, Any] = {}
         self.pings = 0
+        self.last_seq = 0  # the newest event seen: what a resume asks to be replayed after
         self._pending: dict[str, Any] | None = None
 
     @classmethod
@@ -57,10 +59,16 @@ class RealtimeClient:
         auto_pong: bool = True,
         recv_timeout: float | None = 60.0,
         open_timeout: float = 10.0,
+        resume: tuple[str, str, int] | None = None,
         **kwargs: Any,
     ) -> RealtimeClient:
-        """Open a session and read its session.created event."""
+        """Open a session and read its first event (session.created; or, resuming with
+        (session_id, resume_secret, last_seq), the first replayed event)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if resume is not None:
+            session_id, secret, last_seq = resume
+            sep = "&" if "?" in url else "?"
+            url = f"{url}{sep}{urlencode({'resume': session_id, 'resume_secret': secret, 'last_seq': last_seq})}"
         ws = await connect(
             url,
             subprotocols=[encoding.subprotocol],  # type: ignore[list-item]
@@ -72,12 +80,19 @@ class RealtimeClient:
             **kwargs,
         )
         client = cls(ws, encoding, auto_pong=auto_pong, recv_timeout=recv_timeout)
+        if resume is not None:
+            client.last_seq = resume[2]
+            return client
         first = await client.recv()
         if first.get("type") == "session.created":
             client.session = first["session"]
         else:
             client._pending = first
         return client
+
+    def resume_args(self) -> tuple[str, str, int]:
+        """What `connect(resume=...)` needs to get this session back after a dropped link."""
+        return self.session["id"], self.session["resume_secret"], self.last_seq
 
     async def __aenter__(self) -> RealtimeClient:
         return self
@@ -106,6 +121,10 @@ class RealtimeClient:
             while True:
                 data = await self.ws.recv()
                 event = decode_frame(data, self.encoding, max_size=MAX_CLIENT_MESSAGE)
+                if isinstance(event.get("seq"), int):
+                    self.last_seq = event["seq"]
+                if event.get("type") in ("session.created", "session.resumed"):
+                    self.session = event["session"]
                 if event.get("type") == "ping":
                     self.pings += 1
                     if self.auto_pong:

@@ -52,6 +52,12 @@ class Settings:
     transport_ping_interval: float | None = 20.0
     transport_ping_timeout: float | None = 20.0
 
+    # Session resume: a dropped link leaves the session alive this long; what it sends meanwhile is kept
+    # (bounded) and replayed to a client that comes back with its session id and resume secret.
+    resume_grace: float | None = 60.0
+    replay_buffer_events: int = 4096
+    replay_buffer_bytes: int = 8 << 20
+
     # LLM through the Ollama HTTP API.
     ollama_url: str = "http://127.0.0.1:11434"
     llm_model: str = "smollm2:135m"

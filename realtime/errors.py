@@ -20,10 +20,12 @@ class CloseCode(IntEnum):
     INVALID_PAYLOAD = 1007  # sent by the websocket layer: invalid UTF-8 in a text frame
     POLICY_VIOLATION = 1008  # handshake refused where no HTTP denial response can be sent
     MESSAGE_TOO_BIG = 1009  # sent by the websocket layer: message over REALTIME_MAX_MESSAGE_SIZE
+    ABNORMAL = 1006  # never sent: how a link that ended without a close frame is recorded
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013  # session limits reached
     PING_TIMEOUT = 4000  # nothing received for ping_timeout seconds
     SLOW_CONSUMER = 4001  # the client stopped reading: outbound buffer stayed full for send_timeout
+    SESSION_RESUMED = 4002  # the session was resumed on a newer link; this one is closed
     TOO_MANY_ERRORS = 4003  # a flood of invalid messages
 
 

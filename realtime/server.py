@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from realtime.errors import AuthError, CloseCode, LimitExceeded
 from realtime.metrics import Metrics
 from realtime.protocol import server_events as ev
 from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, encode_frame
+from realtime.protocol.server_events import ServerEvent
 from realtime.registry import SessionRegistry
 from realtime.session import PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
@@ -72,31 +74,54 @@ class Realtime:
     tts: Tts | None = None
     metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
-    sessions: set[Session] = field(default_factory=set)
+    sessions: dict[str, Session] = field(default_factory=dict)
     _none_left: asyncio.Event = field(default_factory=asyncio.Event)
+    _reapers: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def add(self, session: Session) -> None:
+    def open_session(self, user: str, encoding: Encoding, *, first_events: list[ServerEvent] | None = None) -> Session:
+        """A new session, registered until it ends (which may be long after its first link is gone)."""
+        session = Session(
+            user=user, settings=self.settings, llm=self.llm, voice=self.voice, tts=self.tts, metrics=self.metrics
+        )
         self.registry.add(session)
-        self.sessions.add(session)
+        self.sessions[session.session_id] = session
         self.metrics.sessions.set(len(self.sessions))
         self._none_left.clear()
+        session.start(encoding, first_events=first_events)
+        reaper = asyncio.get_running_loop().create_task(self._reap(session), name=f"{session.session_id}:reaper")
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+        return session
 
-    def remove(self, session: Session) -> None:
-        self.registry.remove(session)
-        self.sessions.discard(session)
-        self.metrics.sessions.set(len(self.sessions))
-        if not self.sessions:
-            self._none_left.set()
+    async def _reap(self, session: Session) -> None:
+        try:
+            await session.wait_ended()
+        finally:
+            self.registry.remove(session)
+            self.sessions.pop(session.session_id, None)
+            self.metrics.sessions.set(len(self.sessions))
+            if not self.sessions:
+                self._none_left.set()
+
+    def resumable(self, user: str, session_id: str, secret: str, last_seq: int) -> Session | None:
+        """The session to resume, or None: unknown, ended, another user's, wrong secret, or too much missed."""
+        session = self.sessions.get(session_id)
+        if session is None or session.user != user or not secrets.compare_digest(session.resume_secret, secret):
+            return None
+        return session if session.can_resume(last_seq) else None
 
     async def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         """Ask every session to close (queued events are flushed first) and wait, bounded, for them."""
         if not self.sessions:
             return
-        for session in list(self.sessions):
+        for session in list(self.sessions.values()):
             session.request_close(code, reason, flush=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await self._none_left.wait()
+        for reaper in list(self._reapers):
+            reaper.cancel()
+        await asyncio.gather(*self._reapers, return_exceptions=True)
 
 
 def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realtime:
@@ -131,6 +156,7 @@ async def healthz(request: Request) -> JSONResponse:
         {
             "status": "ok",
             "sessions": len(rt.registry),
+            "detached_sessions": sum(1 for s in rt.sessions.values() if s.detached),
             "voice_in": rt.voice is not None,
             "voice_out": None if rt.tts is None else rt.tts.engine.name,
         }
@@ -173,27 +199,39 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await _refuse(websocket, 400, "unsupported_subprotocol", f"Supported subprotocols: {supported}.")
         return
     await websocket.accept(subprotocol=encoding.subprotocol if offered else None)
+    transport = StarletteTransport(websocket)
+    query = websocket.query_params
+    first_events: list[ServerEvent] = []
+    if "resume" in query:
+        last_seq = _int_or_none(query.get("last_seq"))
+        session = None
+        if last_seq is not None:
+            session = rt.resumable(principal.user, query["resume"], query.get("resume_secret", ""), last_seq)
+        if session is not None:
+            session.log.info("resumed by user %s (%s) after seq %d", principal.user, encoding.value, last_seq)
+            await session.serve(transport, encoding, resume_after=last_seq)
+            return
+        first_events.append(ev.error("resume_failed", RESUME_FAILED))
     try:
         rt.registry.check(principal.user)
     except LimitExceeded as exc:
         await _send_and_close(websocket, encoding, exc.code, exc.message, CloseCode.TRY_AGAIN_LATER)
         return
-    session = Session(
-        user=principal.user,
-        encoding=encoding,
-        transport=StarletteTransport(websocket),
-        settings=settings,
-        llm=rt.llm,
-        voice=rt.voice,
-        tts=rt.tts,
-        metrics=rt.metrics,
-    )
-    rt.add(session)
+    session = rt.open_session(principal.user, encoding, first_events=first_events)
     session.log.info("opened for user %s (%s)", principal.user, encoding.value)
+    await session.serve(transport, encoding)
+
+
+RESUME_FAILED = (
+    "The session cannot be resumed (unknown, expired, not yours, or too much was missed); this is a new session."
+)
+
+
+def _int_or_none(value: str | None) -> int | None:
     try:
-        await session.run()
-    finally:
-        rt.remove(session)
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 async def _send_and_close(websocket: WebSocket, encoding: Encoding, code: str, message: str, close: int) -> None:

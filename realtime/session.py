@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -92,6 +93,23 @@ class Transport(Protocol):
     async def send(self, data: bytes | str) -> None: ...
 
     async def close(self, code: int, reason: str = "") -> None: ...
+
+
+@dataclass(eq=False)
+class Link:
+    """One websocket attachment of a session: its transport, encoding, heartbeat and tasks."""
+
+    transport: Transport
+    encoding: Encoding
+    heartbeat: Heartbeat
+    ended: asyncio.Future[CloseReason] | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+# Links that end like this were lost, not closed (no close frame: 1005/1006 as the websocket layer
+# reports it, a network error, our ping timeout): the session waits for a resume. Any other end (a
+# clean close, a protocol violation, a slow reader) ends the session.
+LOST_LINK_CODES = frozenset({1005, 1006, 4000})
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +210,6 @@ class Session:
         self,
         *,
         user: str,
-        encoding: Encoding,
-        transport: Transport,
         settings: Settings,
         llm: ChatBackend,
         voice: Voice | None = None,
@@ -204,8 +220,7 @@ class Session:
     ) -> None:
         self.session_id = session_id or "sess_" + secrets.token_hex(8)
         self.user = user
-        self.encoding = encoding
-        self._transport = transport
+        self.resume_secret = secrets.token_urlsafe(24)
         self._settings = settings
         self._llm = llm
         self._voice = voice
@@ -222,9 +237,17 @@ class Session:
         )
         self.config = self._defaults
         self._conn = ConnectionState()
-        self._heartbeat = Heartbeat(clock(), settings.ping_interval, settings.ping_timeout)
         self._out: asyncio.Queue[ServerEvent] = asyncio.Queue(maxsize=settings.outbound_queue_size)
         self._seq = 0
+        self._link: Link | None = None
+        self._send_lock = asyncio.Lock()  # numbering, remembering and sending an event is one step
+        self._replay: deque[tuple[int, ServerEvent, int]] = deque()  # (seq, event, size) for resume
+        self._replay_bytes = 0
+        self._expiry: asyncio.Task[None] | None = None
+        self._lifetime: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        self._links = 0
+        self._first_encoding: Encoding | None = None
         self._ids = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Future[CloseReason] | None = None
@@ -242,23 +265,116 @@ class Session:
     def state(self) -> State:
         return self._conn.state
 
-    async def run(self) -> CloseReason:
-        """Serve the connection until either side closes it; always cleans up every task."""
+    @property
+    def encoding(self) -> Encoding | None:
+        return self._link.encoding if self._link is not None else self._first_encoding
+
+    @property
+    def detached(self) -> bool:
+        return self._link is None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def start(self, encoding: Encoding, *, first_events: list[ServerEvent] | None = None) -> None:
+        """Begin the session (session.created is queued); links come and go through `serve`."""
+        self._first_encoding = encoding
         self._closing = asyncio.get_running_loop().create_future()
-        reason = CloseReason(CloseCode.INTERNAL_ERROR, "internal error")
+        self._listener = self._make_listener()
+        for event in first_events or ():
+            self._out.put_nowait(event)
+        self._out.put_nowait(ev.session_created(self._session_info()))
+        self._spawn(self._writer(), "writer")
+        self._lifetime = asyncio.get_running_loop().create_task(self._live(), name=f"{self.session_id}:lifetime")
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    async def _live(self) -> None:
+        assert self._closing is not None
         try:
-            await self._emit(ev.session_created(self._session_info()))
-            self._listener = self._make_listener()
-            self._spawn(self._writer(), "writer")
-            self._spawn(self._reader(), "reader")
-            self._spawn(self._heartbeat_loop(), "heartbeat")
             reason = await self._closing
         except asyncio.CancelledError:
             reason = CloseReason(CloseCode.GOING_AWAY, "server shutting down")
-            raise
-        finally:
+        try:
             await self._shutdown(reason)
-        return reason
+        finally:
+            self._ended.set()
+
+    async def serve(self, transport: Transport, encoding: Encoding, *, resume_after: int | None = None) -> None:
+        """Serve one websocket link until it ends. A dropped link leaves the session detached for
+        `resume_grace` seconds, keeping what it sends for a resume; a clean close ends the session."""
+        link = Link(
+            transport, encoding, Heartbeat(self._clock(), self._settings.ping_interval, self._settings.ping_timeout)
+        )
+        link.ended = asyncio.get_running_loop().create_future()
+        first = self._links == 0
+        self._links += 1
+        # the first link gets what was queued before it existed (session.created); a resume what it missed
+        await self._attach(link, 0 if first else resume_after, announce=not first and resume_after is not None)
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({link.ended, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not self._ended.is_set():
+            await self._detach(link, link.ended.result())
+        if not self._ended.is_set() and self._closing is not None and self._closing.done():
+            await self._ended.wait()  # the session is ending: return once its close is done
+
+    def can_resume(self, last_seq: int) -> bool:
+        """Whether every event after `last_seq` can still be replayed."""
+        if self._ended.is_set() or last_seq < 0 or last_seq > self._seq:
+            return False
+        oldest = self._replay[0][0] if self._replay else self._seq + 1
+        return last_seq >= oldest - 1
+
+    async def _attach(self, link: Link, resume_after: int | None, *, announce: bool) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        old = self._link
+        async with self._send_lock:
+            self._link = link
+            if resume_after is not None:
+                for seq, event, _ in list(self._replay):
+                    if seq > resume_after:
+                        await self._send(link, seq, event)
+        if old is not None and not old.ended.done():
+            old.ended.set_result(CloseReason(CloseCode.SESSION_RESUMED, "session resumed on another link"))
+        link.tasks = [self._spawn(self._reader(link), "reader"), self._spawn(self._heartbeat_loop(link), "heartbeat")]
+        if announce and resume_after is not None:
+            self.log.info("resumed after seq %d (now %d)", resume_after, self._seq)
+            await self._emit(ev.session_resumed(self._session_info(), resume_after))
+
+    async def _detach(self, link: Link, reason: CloseReason) -> None:
+        """The link is over; the session lives on for a resume, unless the client said goodbye."""
+        for task in link.tasks:
+            task.cancel()
+        await asyncio.gather(*link.tasks, return_exceptions=True)
+        if not reason.by_peer:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await link.transport.close(reason.code, reason.reason)
+        if self._link is not link:
+            return  # replaced by a newer link (a resume)
+        async with self._send_lock:
+            self._link = None
+        grace = self._settings.resume_grace
+        if grace is None or reason.code not in LOST_LINK_CODES:
+            self.request_close(reason.code, reason.reason, by_peer=True)
+            return
+        self.log.info("link lost (%s %s): detached, resumable for %.0fs", reason.code, reason.reason, grace)
+        self._expiry = self._spawn(self._expire(grace), "resume-window")
+
+    async def _expire(self, grace: float) -> None:
+        await asyncio.sleep(grace)
+        self.request_close(CloseCode.GOING_AWAY, "resume window expired", by_peer=True)
+
+    def _link_lost(self, link: Link, reason: CloseReason) -> None:
+        if link.ended is not None and not link.ended.done():
+            link.ended.set_result(reason)
 
     def request_close(self, code: int, reason: str, *, by_peer: bool = False, flush: bool = False) -> None:
         """Ask the session to end (idempotent: the first reason wins)."""
@@ -287,10 +403,11 @@ class Session:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
         self._tasks.clear()
-        if not reason.by_peer:
+        link, self._link = self._link, None
+        if link is not None and not reason.by_peer:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self._transport.close(reason.code, reason.reason)
+                    await link.transport.close(reason.code, reason.reason)
         self._conn.apply(Trigger.CLOSED)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -325,45 +442,66 @@ class Session:
             raise SessionClosing from None
 
     async def _writer(self) -> None:
-        """The only sender: numbers events here, so `seq` follows the wire order exactly, without gaps."""
+        """The only sender: numbers events here, so `seq` follows the wire order exactly, without gaps.
+
+        Every event is also kept in a bounded replay buffer, and sent if a link is attached; while
+        detached the session goes on and a resume replays what was missed."""
         while True:
             event = await self._out.get()
-            self._seq += 1
-            data = encode_frame(event.to_wire(self._seq), self.encoding)
             try:
-                async with asyncio.timeout(self._settings.send_timeout):
-                    await self._transport.send(data)
-            except TimeoutError:
-                self.request_close(CloseCode.SLOW_CONSUMER, "client is not reading")
-                return
-            except (PeerClosed, OSError, RuntimeError):
-                self.request_close(CloseCode.NORMAL, "link lost", by_peer=True)
-                return
+                async with self._send_lock:
+                    self._seq += 1
+                    self._remember(self._seq, event)
+                    if self._link is not None:
+                        await self._send(self._link, self._seq, event)
             finally:
                 self._out.task_done()
 
+    async def _send(self, link: Link, seq: int, event: ServerEvent) -> None:
+        if link.ended is None or link.ended.done():
+            return
+        data = encode_frame(event.to_wire(seq), link.encoding)
+        try:
+            async with asyncio.timeout(self._settings.send_timeout):
+                await link.transport.send(data)
+        except TimeoutError:
+            self._link_lost(link, CloseReason(CloseCode.SLOW_CONSUMER, "client is not reading"))
+        except (PeerClosed, OSError, RuntimeError):
+            self._link_lost(link, CloseReason(CloseCode.ABNORMAL, "link lost", by_peer=True))
+
+    def _remember(self, seq: int, event: ServerEvent) -> None:
+        size = event.size()
+        self._replay.append((seq, event, size))
+        self._replay_bytes += size
+        limits = self._settings
+        while self._replay and (
+            len(self._replay) > limits.replay_buffer_events or self._replay_bytes > limits.replay_buffer_bytes
+        ):
+            self._replay_bytes -= self._replay.popleft()[2]
+
     # ---- inbound ---------------------------------------------------------------------------------
 
-    async def _reader(self) -> None:
+    async def _reader(self, link: Link) -> None:
         while True:
             try:
-                data = await self._transport.receive()
+                data = await link.transport.receive()
             except PeerClosed as closed:
-                self.request_close(closed.code, "closed by client", by_peer=True)
+                self._link_lost(link, CloseReason(closed.code, "closed by client", by_peer=True))
                 return
-            self._heartbeat.inbound(self._clock())
+            link.heartbeat.inbound(self._clock())
             if self._conn.state not in (State.IDLE, State.RESPONDING):
                 continue
-            await self._handle_frame(data)
+            await self._handle_frame(link, data)
 
-    async def _handle_frame(self, data: bytes | str) -> None:
+    async def _handle_frame(self, link: Link, data: bytes | str) -> None:
         raw: dict[str, Any] | None = None
+        encoding = link.encoding
         try:
-            raw = decode_frame(data, self.encoding, max_size=self._settings.max_message_size)
-            event = parse_client_event(raw, base64_binary=self.encoding is Encoding.JSON, limits=self._limits)
+            raw = decode_frame(data, encoding, max_size=self._settings.max_message_size)
+            event = parse_client_event(raw, base64_binary=encoding is Encoding.JSON, limits=self._limits)
             if not self._conn.accepts(event.TYPE):
                 return
-            await self._dispatch(event)
+            await self._dispatch(link, event)
         except ClientError as exc:
             event_id, event_type = peek_ids(raw) if raw is not None else (None, None)
             await self._client_error(exc, event_id, event_type)
@@ -378,10 +516,10 @@ class Session:
         if self._error_tokens < 0:
             self.request_close(CloseCode.TOO_MANY_ERRORS, "too many invalid messages", flush=True)
 
-    async def _dispatch(self, event: ClientEvent) -> None:
+    async def _dispatch(self, link: Link, event: ClientEvent) -> None:
         match event:
             case Pong():
-                self._heartbeat.pong(event.ts, self._clock())
+                link.heartbeat.pong(event.ts, self._clock())
             case Ping():
                 await self._emit(ev.pong(event.ts, event.event_id))
             case SessionUpdate():
@@ -603,7 +741,9 @@ class Session:
             "id": self.session_id,
             "user": self.user,
             "protocol": PROTOCOL_VERSION,
-            "encoding": self.encoding.value,
+            "encoding": self.encoding.value if self.encoding is not None else None,
+            "resume_secret": self.resume_secret,
+            "resume_grace_ms": int(s.resume_grace * 1000) if s.resume_grace else None,
             **self.config.to_wire(),
             "limits": {
                 "max_message_size": s.max_message_size,
@@ -616,24 +756,25 @@ class Session:
 
     # ---- heartbeat -------------------------------------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
+    async def _heartbeat_loop(self, link: Link) -> None:
+        heartbeat = link.heartbeat
         while True:
-            due = self._heartbeat.poll(self._clock())
+            due = heartbeat.poll(self._clock())
             if due is Due.TIMED_OUT:
-                self.log.info("no traffic for %.1fs: closing", self._heartbeat.timeout or 0)
-                self.request_close(CloseCode.PING_TIMEOUT, "ping timeout")
+                self.log.info("no traffic for %.1fs: the link is dead", heartbeat.timeout or 0)
+                self._link_lost(link, CloseReason(CloseCode.PING_TIMEOUT, "ping timeout"))
                 return
             if due is Due.SEND_PING:
-                await self._emit(ev.ping(self._heartbeat.ping_sent(self._clock())))
+                await self._emit(ev.ping(heartbeat.ping_sent(self._clock())))
                 continue
-            deadline = self._heartbeat.next_deadline()
+            deadline = heartbeat.next_deadline()
             if deadline is None:
                 return
             await asyncio.sleep(max(0.0, deadline - self._clock()))
 
     @property
     def rtt(self) -> float | None:
-        return self._heartbeat.rtt
+        return self._link.heartbeat.rtt if self._link is not None else None
 
     # ---- responses -------------------------------------------------------------------------------
 
@@ -810,7 +951,7 @@ class Session:
             "first_text_ms": ms(response.first_text_at),
             "first_audio_ms": ms(first_audio_at),
             "total_ms": ms(now),
-            "rtt_ms": None if self._heartbeat.rtt is None else int(self._heartbeat.rtt * 1000),
+            "rtt_ms": None if self.rtt is None else int(self.rtt * 1000),
         }
         if speaker is not None:
             metrics["late_audio_chunks"] = speaker.stats.late_chunks

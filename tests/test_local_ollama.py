@@ -19,6 +19,7 @@ import pytest
 from realtime.local_ollama.engine import StopFilter, _fit
 from tests.support.local_ollama import LocalOllamaProcess, default_model_path, start_local_ollama
 
+HTTP_TIMEOUT = 60.0  # generous: other work may share the two cores
 MODEL = "smollm2:135m"
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
 
@@ -48,10 +49,10 @@ def options(**extra: Any) -> dict[str, Any]:
 
 def test_root_and_version(server: LocalOllamaProcess) -> None:
     """GET / says Ollama is running (text/plain) and /api/version returns a version string."""
-    root = httpx.get(server.url + "/")
+    root = httpx.get(server.url + "/", timeout=HTTP_TIMEOUT)
     assert root.status_code == 200 and root.text == "Ollama is running"
     assert root.headers["content-type"].startswith("text/plain")
-    assert isinstance(httpx.get(server.url + "/api/version").json()["version"], str)
+    assert isinstance(httpx.get(server.url + "/api/version", timeout=HTTP_TIMEOUT).json()["version"], str)
 
 
 def test_list_shows_the_model(client: ollama.Client) -> None:
@@ -74,7 +75,7 @@ def test_show_reports_capabilities(client: ollama.Client) -> None:
 
 def test_show_accepts_legacy_name_field(server: LocalOllamaProcess) -> None:
     """/api/show accepts the legacy `name` field instead of `model`."""
-    resp = httpx.post(server.url + "/api/show", json={"name": MODEL})
+    resp = httpx.post(server.url + "/api/show", timeout=HTTP_TIMEOUT, json={"name": MODEL})
     assert resp.status_code == 200 and resp.json()["capabilities"] == ["completion"]
 
 
@@ -180,7 +181,7 @@ def test_unknown_model_is_404(client: ollama.Client) -> None:
 def test_unsupported_requests_are_400(server: LocalOllamaProcess, extra: dict[str, Any], message: str) -> None:
     """Thinking, tools, images, bad formats, durations and options are refused with 400 and a message."""
     body = {"model": MODEL, "messages": QUESTION, "stream": False, **extra}
-    resp = httpx.post(server.url + "/api/chat", json=body)
+    resp = httpx.post(server.url + "/api/chat", timeout=HTTP_TIMEOUT, json=body)
     assert resp.status_code == 400 and message in resp.json()["error"]
 
 
@@ -197,7 +198,9 @@ def test_client_raises_400_for_thinking(client: ollama.Client) -> None:
 @pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2]", b'{"messages": []}'])
 def test_malformed_bodies_are_400_json(server: LocalOllamaProcess, body: bytes) -> None:
     """Broken JSON, no body, a non-object, or no model: 400 with a JSON error, never a 500."""
-    resp = httpx.post(server.url + "/api/chat", content=body, headers={"content-type": "application/json"})
+    resp = httpx.post(
+        server.url + "/api/chat", timeout=HTTP_TIMEOUT, content=body, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400 and resp.json()["error"]
 
 
@@ -249,12 +252,12 @@ def test_raw_stream_matches_non_streamed_reply(server: LocalOllamaProcess, sampl
         "stream": False,
         "options": {"num_predict": 1},
     }
-    httpx.post(server.url + "/api/chat", json=reset)
-    whole = httpx.post(server.url + "/api/chat", json={**body, "stream": False})
-    httpx.post(server.url + "/api/chat", json=reset)
+    httpx.post(server.url + "/api/chat", timeout=HTTP_TIMEOUT, json=reset)
+    whole = httpx.post(server.url + "/api/chat", timeout=HTTP_TIMEOUT, json={**body, "stream": False})
+    httpx.post(server.url + "/api/chat", timeout=HTTP_TIMEOUT, json=reset)
     assert whole.headers["content-type"].startswith("application/json")
     expected = whole.json()["message"]["content"]
-    with httpx.stream("POST", server.url + "/api/chat", json=body) as resp:
+    with httpx.stream("POST", server.url + "/api/chat", json=body, timeout=HTTP_TIMEOUT) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in resp.iter_lines() if line]
     assert all(isinstance(obj, dict) and obj["model"] == MODEL for obj in lines)

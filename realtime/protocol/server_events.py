@@ -21,9 +21,18 @@ class ServerEvent:
     def to_wire(self, seq: int) -> dict[str, Any]:
         return {"type": self.type, "event_id": f"evt_{seq}", "seq": seq, **self.fields}
 
+    def size(self) -> int:
+        """Rough bytes on the wire (binary payloads dominate), for bounding replay buffers."""
+        return 128 + sum(len(v) for v in self.fields.values() if isinstance(v, bytes | str))
+
 
 def session_created(session: Mapping[str, Any]) -> ServerEvent:
     return ServerEvent("session.created", {"session": dict(session)})
+
+
+def session_resumed(session: Mapping[str, Any], replayed_after: int) -> ServerEvent:
+    """After a resume: the events after `replayed_after` have just been sent again, in order."""
+    return ServerEvent("session.resumed", {"session": dict(session), "replayed_after": replayed_after})
 
 
 def session_updated(session: Mapping[str, Any]) -> ServerEvent:
