@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from realtime.auth import TokenAuthority
 from realtime.config import Settings, load_settings
 from realtime.errors import ConfigError
 from realtime.protocol.codec import Encoding
-from realtime.server import WS_PATH, create_app
+from realtime.server import WS_PATH, Realtime, create_app
 from realtime.ws_protocol import RealtimeWebSocketProtocol
 
 log = logging.getLogger("realtime.cli")
@@ -173,18 +174,29 @@ def serve(settings: Settings) -> int:
         elif mode == "never" and not ollama_answers(settings.ollama_url):
             log.warning("no Ollama answers at %s; responses will fail until it does", settings.ollama_url)
         authority = TokenAuthority(settings)
-        app = create_app(settings)
-        server = _Server(uvicorn_config(app, settings), app)
-        token = authority.issue("dev", ttl=24 * 3600)
         base = f"{settings.host}:{settings.port}"
-        print(
-            f"\nrealtime server: http://{base}  websocket: ws://{base}{WS_PATH}\n"
-            f"LLM: {settings.llm_model} at {settings.ollama_url}\n"
-            f"dev token (24 h): {token}\n"
-            f"try: npx wscat -c ws://{base}{WS_PATH} -s {Encoding.JSON.subprotocol} "
-            f"-H 'Authorization: Bearer {token}'\n",
-            flush=True,
-        )
+
+        async def banner(rt: Realtime) -> None:
+            """Once up: a dev account (so its history is stored) and a token for it."""
+            subject = "dev"
+            if rt.db is not None:
+                user = await rt.db.users.get_by_username("dev")
+                if user is None:
+                    user = await rt.db.users.create("dev", secrets.token_urlsafe(24), role="admin")
+                subject = str(user.id)
+            token = authority.issue(subject, ttl=24 * 3600, admin=True)
+            print(
+                f"\nrealtime server: http://{base}  websocket: ws://{base}{WS_PATH}\n"
+                f"LLM: {settings.llm_model} at {settings.ollama_url}\n"
+                f"database: {'none' if rt.db is None else settings.database_url}\n"
+                f"dev token (24 h): {token}\n"
+                f"try: npx wscat -c ws://{base}{WS_PATH} -s {Encoding.JSON.subprotocol} "
+                f"-H 'Authorization: Bearer {token}'\n",
+                flush=True,
+            )
+
+        app = create_app(settings, on_ready=banner)
+        server = _Server(uvicorn_config(app, settings), app)
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         server.run()
     return 0

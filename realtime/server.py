@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -17,15 +18,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from db import Database, DatabaseUnavailable, EmbeddedPostgres
+from realtime import http_api
 from realtime.auth import Principal, TokenAuthority, origin_allowed, token_from_request
 from realtime.config import Settings
 from realtime.errors import AuthError, CloseCode, LimitExceeded
+from realtime.history import HistoryWriter
 from realtime.metrics import Metrics
 from realtime.protocol import server_events as ev
 from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, encode_frame
 from realtime.protocol.server_events import ServerEvent
 from realtime.registry import SessionRegistry
-from realtime.session import PeerClosed, Session
+from realtime.session import HistoryStore, PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
 from realtime.stages.tts import Tts
 from realtime.voice import Voice, load_tts
@@ -74,14 +78,30 @@ class Realtime:
     tts: Tts | None = None
     metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
+    db: Database | None = None
+    embedded_db: EmbeddedPostgres | None = None
+    history: HistoryWriter | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
     _none_left: asyncio.Event = field(default_factory=asyncio.Event)
     _reapers: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def open_session(self, user: str, encoding: Encoding, *, first_events: list[ServerEvent] | None = None) -> Session:
+    def open_session(
+        self,
+        user: str,
+        encoding: Encoding,
+        *,
+        first_events: list[ServerEvent] | None = None,
+        store: HistoryStore | None = None,
+    ) -> Session:
         """A new session, registered until it ends (which may be long after its first link is gone)."""
         session = Session(
-            user=user, settings=self.settings, llm=self.llm, voice=self.voice, tts=self.tts, metrics=self.metrics
+            user=user,
+            settings=self.settings,
+            llm=self.llm,
+            voice=self.voice,
+            tts=self.tts,
+            metrics=self.metrics,
+            store=store,
         )
         self.registry.add(session)
         self.sessions[session.session_id] = session
@@ -122,6 +142,30 @@ class Realtime:
         for reaper in list(self._reapers):
             reaper.cancel()
         await asyncio.gather(*self._reapers, return_exceptions=True)
+
+
+async def open_database(settings: Settings) -> tuple[Database | None, EmbeddedPostgres | None]:
+    """The configured database, migrated: embedded (started here), a URL, or none."""
+    if settings.database_url == "none":
+        return None, None
+    embedded, url = None, settings.database_url
+    if url == "embedded":
+        embedded = EmbeddedPostgres(settings.state_dir / "pgdata")
+        url = await asyncio.to_thread(embedded.start)
+    try:
+        db = await Database.connect(url, max_size=settings.db_pool_size)
+        try:
+            applied = await db.migrate()
+        except BaseException:
+            await db.close()
+            raise
+    except BaseException:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+    if applied:
+        log.info("database migrations applied: %s", ", ".join(applied))
+    return db, embedded
 
 
 def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realtime:
@@ -183,14 +227,31 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         log.info("refused websocket: origin %r not allowed", headers.get("origin"))
         await _refuse(websocket, 403, "origin_not_allowed", "This origin may not open a session.")
         return
-    token = token_from_request(headers, websocket.cookies, websocket.query_params)
+    ticket = websocket.query_params.get("ticket")
+    if ticket is not None:
+        try:
+            by_ticket = await http_api.principal_from_ticket(rt.db, ticket) if rt.db is not None else None
+        except DatabaseUnavailable:
+            await _refuse(websocket, 503, "database_unavailable", "Try again shortly.")
+            return
+        if by_ticket is None:
+            await _refuse(websocket, 401, "unauthorized", "The ticket is invalid, used or expired.")
+            return
+        principal: Principal = by_ticket
+    else:
+        token = token_from_request(headers, websocket.cookies, websocket.query_params)
+        try:
+            if token is None:
+                raise AuthError("no token")
+            principal = rt.authority.verify(token)
+        except AuthError as exc:
+            log.info("refused websocket: %s", exc.message)
+            await _refuse(websocket, 401, "unauthorized", "A valid access token is required.")
+            return
     try:
-        if token is None:
-            raise AuthError("no token")
-        principal: Principal = rt.authority.verify(token)
-    except AuthError as exc:
-        log.info("refused websocket: %s", exc.message)
-        await _refuse(websocket, 401, "unauthorized", "A valid access token is required.")
+        store = await _history_store(rt, principal)
+    except AuthError:
+        await _refuse(websocket, 401, "unauthorized", "This account no longer exists.")
         return
     offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     encoding = choose_encoding(offered)
@@ -217,11 +278,38 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except LimitExceeded as exc:
         await _send_and_close(websocket, encoding, exc.code, exc.message, CloseCode.TRY_AGAIN_LATER)
         return
-    session = rt.open_session(principal.user, encoding, first_events=first_events)
+    if store is None and rt.db is not None and _as_uuid(principal.user) is not None:
+        first_events.append(
+            ev.error("history_unavailable", "Stored history is unavailable; this session is not saved.")
+        )
+    session = rt.open_session(principal.user, encoding, first_events=first_events, store=store)
     session.log.info("opened for user %s (%s)", principal.user, encoding.value)
     await session.serve(transport, encoding)
 
 
+async def _history_store(rt: Realtime, principal: Principal) -> HistoryStore | None:
+    """Where the session's history goes: only for accounts in the database (a token whose `sub` is a user
+    id). A deleted account is refused (AuthError); a database that is down means no stored history."""
+    if rt.db is None or rt.history is None or _as_uuid(principal.user) is None:
+        return None
+    try:
+        user = await rt.db.users.get(principal.user)
+    except DatabaseUnavailable:
+        log.warning("database unavailable: session of %s not stored", principal.user)
+        return None
+    if user is None:
+        raise AuthError("deleted user")
+    return HistoryStore(user_id=principal.user, writer=rt.history, db=rt.db)
+
+
+def _as_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+HISTORY_UNAVAILABLE = "Stored history is unavailable right now; this session is not being saved."
 RESUME_FAILED = (
     "The session cannot be resumed (unknown, expired, not yours, or too much was missed); this is a new session."
 )
@@ -244,15 +332,29 @@ async def _send_and_close(websocket: WebSocket, encoding: Encoding, code: str, m
         await websocket.close(close, code)
 
 
-def create_app(settings: Settings, *, llm: ChatBackend | None = None) -> Starlette:
-    """The ASGI app. `llm` replaces the Ollama client (only benchmarks and embedding programs pass one)."""
+def create_app(
+    settings: Settings,
+    *,
+    llm: ChatBackend | None = None,
+    on_ready: Callable[[Realtime], Awaitable[None]] | None = None,
+) -> Starlette:
+    """The ASGI app. `llm` replaces the Ollama client (benchmarks and embedding programs pass one);
+    `on_ready` runs once everything is up (the serve command prints its banner there)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = build_realtime(settings, llm)
-        rt.voice, rt.tts = await asyncio.gather(Voice.load(settings), load_tts(settings))
-        app.state.realtime = rt
+        rt.db, rt.embedded_db = await open_database(settings)
         try:
+            if rt.db is not None:
+                rt.history = HistoryWriter(
+                    rt.db, max_queue=settings.history_queue_size, retry_for=settings.history_retry_for
+                )
+                await rt.history.start()
+            rt.voice, rt.tts = await asyncio.gather(Voice.load(settings), load_tts(settings))
+            app.state.realtime = rt
+            if on_ready is not None:
+                await on_ready(rt)
             yield
         finally:
             await rt.close_all()
@@ -262,10 +364,36 @@ def create_app(settings: Settings, *, llm: ChatBackend | None = None) -> Starlet
                 await asyncio.to_thread(rt.tts.close)
             if rt.http is not None:
                 await rt.http.aclose()
+            if rt.history is not None:
+                await rt.history.aclose()  # sessions are closed: store what they left, then stop
+            if rt.db is not None:
+                await rt.db.close()
+            if rt.embedded_db is not None:
+                await asyncio.to_thread(rt.embedded_db.stop)
 
+    def get_db() -> Database | None:
+        rt = getattr(app.state, "realtime", None)
+        return None if rt is None else rt.db
+
+    limiter = http_api.LoginLimiter(
+        max_failures_per_user=settings.login_max_failures,
+        max_failures_per_ip=settings.login_max_failures_per_ip,
+        window=settings.login_failure_window,
+    )
+    authority = TokenAuthority(settings)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute(WS_PATH, websocket_endpoint),
+        *http_api.routes(
+            get_db,
+            authority,
+            cookie_secure=settings.cookie_secure,
+            token_ttl=settings.token_ttl,
+            allow_signup=settings.allow_signup,
+            allowed_origins=settings.allowed_origins,
+            login_limiter=limiter,
+        ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    return app

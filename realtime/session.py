@@ -13,11 +13,13 @@ import contextlib
 import logging
 import secrets
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from db import Database, DatabaseUnavailable
 from realtime.config import Settings
 from realtime.errors import (
     ClientError,
@@ -26,8 +28,10 @@ from realtime.errors import (
     ItemNotFound,
     NoActiveResponse,
     RealtimeError,
+    ServerError,
     UpstreamError,
 )
+from realtime.history import HistoryWriter, MessageRecord
 from realtime.listener import CommittedTurn, Listener, ListenerConfig, NotListening
 from realtime.metrics import Metrics
 from realtime.protocol import server_events as ev
@@ -93,6 +97,24 @@ class Transport(Protocol):
     async def send(self, data: bytes | str) -> None: ...
 
     async def close(self, code: int, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStore:
+    """Where this session's history goes: the user's id in the database, the writer, the database."""
+
+    user_id: str
+    writer: HistoryWriter
+    db: Database
+
+
+class ConversationUnknown(ClientError):
+    code = "conversation_not_found"
+
+
+class StoreUnavailable(ServerError):
+    code = "history_unavailable"
+    safe_message = "Stored history is unavailable right now; try again shortly."
 
 
 @dataclass(eq=False)
@@ -215,6 +237,7 @@ class Session:
         voice: Voice | None = None,
         tts: Tts | None = None,
         metrics: Metrics | None = None,
+        store: HistoryStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
     ) -> None:
@@ -226,6 +249,8 @@ class Session:
         self._voice = voice
         self._tts = tts
         self._metrics = metrics
+        self._store = store
+        self.conversation_id: str | None = None
         self._listener: Listener | None = None
         self._clock = clock
         self._limits = Limits(max_text_chars=settings.max_text_chars, max_audio_bytes=settings.max_message_size)
@@ -502,7 +527,7 @@ class Session:
             if not self._conn.accepts(event.TYPE):
                 return
             await self._dispatch(link, event)
-        except ClientError as exc:
+        except (ClientError, ServerError) as exc:  # both carry a message safe to show
             event_id, event_type = peek_ids(raw) if raw is not None else (None, None)
             await self._client_error(exc, event_id, event_type)
 
@@ -539,10 +564,11 @@ class Session:
                     if event.role == "user" and self.response is not None:
                         await self._cancel_response("superseded")
                     item_id = self._new_id("item")
-                    self.history.append(HistoryEntry(event.role, event.text))
+                    self.history.append(HistoryEntry(event.role, event.text, item_id=item_id))
                     self._trim_history()
                     content = [part.to_wire() for part in event.content]
                     await self._emit(ev.item_created(item_id, event.role, content))
+                    await self._record(item_id, event.role, event.text)
             case ResponseCreate():
                 await self._abort_speculation()
                 async with self._turn_lock:
@@ -575,8 +601,11 @@ class Session:
     async def _update_session(self, event: SessionUpdate) -> None:
         if self.response is not None and "model" in event.changes and event.changes["model"] != self.config.model:
             raise InvalidState("The model cannot change while a response is running.", param="session.model")
+        changes = dict(event.changes)
+        if "conversation_id" in changes:
+            await self._continue_conversation(changes.pop("conversation_id"))
         before = self.config
-        self.config = replace(self.config, **self._resolve(event.changes))
+        self.config = replace(self.config, **self._resolve(changes))
         if any(getattr(before, name) != getattr(self.config, name) for name in AUDIO_FIELDS):
             if self._listener is not None:
                 await self._listener.aclose()
@@ -634,10 +663,17 @@ class Session:
             if self.response is not None:
                 await self._cancel_response("superseded")
             speculation, self._speculation = self._speculation, None
-            self.history.append(HistoryEntry("user", turn.transcript))
+            self.history.append(HistoryEntry("user", turn.transcript, item_id=turn.item_id))
             self._trim_history()
             content = [{"type": "input_audio", "transcript": turn.transcript}]
             await self._emit(ev.item_created(turn.item_id, "user", content))
+            await self._record(
+                turn.item_id,
+                "user",
+                turn.transcript,
+                audio_ms=turn.audio_end_ms - turn.audio_start_ms,
+                timings={"language": turn.language},
+            )
             td = self.config.turn_detection
             if td is None or not td.get("create_response", True):
                 await self._drop(speculation)
@@ -734,6 +770,7 @@ class Session:
         entry.content = heard_text(entry.pieces, event.audio_end_ms)
         entry.status = "truncated"
         await self._emit(ev.item_truncated(event.item_id, event.audio_end_ms, entry.content))
+        await self._record(event.item_id, "assistant", "", heard=entry.content, truncation=True)
 
     def _session_info(self) -> dict[str, Any]:
         s = self._settings
@@ -744,6 +781,8 @@ class Session:
             "encoding": self.encoding.value if self.encoding is not None else None,
             "resume_secret": self.resume_secret,
             "resume_grace_ms": int(s.resume_grace * 1000) if s.resume_grace else None,
+            "conversation_id": self.conversation_id,
+            "history_stored": self._store is not None,
             **self.config.to_wire(),
             "limits": {
                 "max_message_size": s.max_message_size,
@@ -753,6 +792,79 @@ class Session:
             "ping_interval_ms": int(s.ping_interval * 1000) if s.ping_interval else None,
             "ping_timeout_ms": int(s.ping_timeout * 1000) if s.ping_timeout else None,
         }
+
+    # ---- stored history --------------------------------------------------------------------------
+
+    async def _record(
+        self,
+        item_id: str,
+        role: str,
+        content: str,
+        *,
+        reasoning: str = "",
+        status: str = "completed",
+        heard: str | None = None,
+        audio_ms: int | None = None,
+        timings: dict[str, Any] | None = None,
+        truncation: bool = False,
+    ) -> None:
+        """Hand a finished message to the history writer (never waits on the database)."""
+        store = self._store
+        if store is None:
+            return
+        if self.conversation_id is None:
+            self.conversation_id = str(uuid.uuid4())
+        record = MessageRecord(
+            user_id=store.user_id,
+            conversation_id=self.conversation_id,
+            key=f"{self.session_id}:{item_id}",
+            role=role,
+            content=content,
+            reasoning=reasoning,
+            status=status,
+            heard_text=heard,
+            audio_ms=audio_ms,
+            timings=timings,
+            title=content[:60] if role == "user" else None,
+            truncation=truncation,
+            on_lost=self._history_lost,
+        )
+        if not store.writer.submit(record):
+            await self._history_lost(record, "the history queue is full")
+
+    async def _history_lost(self, record: MessageRecord, why: str) -> None:
+        self.log.error("history lost for %s: %s", record.key, why)
+        if self._conn.state in (State.IDLE, State.RESPONDING):
+            item_id = record.key.partition(":")[2]
+            await self._emit(
+                ev.error(
+                    "history_write_failed",
+                    f"A message ({item_id}) could not be saved to your conversation history.",
+                    param=item_id,
+                )
+            )
+
+    async def _continue_conversation(self, conversation_id: str | None) -> None:
+        """Switch the session to a stored conversation (its messages become the history) or a new one."""
+        if self._store is None:
+            raise InvalidState("This server keeps no history for this user.", param="session.conversation_id")
+        if self.response is not None:
+            raise InvalidState("The conversation cannot change while a response runs.", param="session.conversation_id")
+        if conversation_id is None:
+            self.conversation_id, self.history = None, []
+            return
+        try:
+            conversation = await self._store.db.conversations.get(self._store.user_id, conversation_id)
+        except DatabaseUnavailable as exc:
+            raise StoreUnavailable() from exc
+        if conversation is None:
+            raise ConversationUnknown("No such conversation for this user.", param="session.conversation_id")
+        self.conversation_id = str(conversation.id)
+        self.history = [
+            HistoryEntry(m.role, m.heard_text if m.heard_text is not None else m.content, m.reasoning, m.status)
+            for m in conversation.messages
+        ]
+        self._trim_history()
 
     # ---- heartbeat -------------------------------------------------------------------------------
 
@@ -938,8 +1050,6 @@ class Session:
             self._trim_history()
         self.response = None
         self._conn.apply(Trigger.RESPONSE_END)
-        if self._conn.state is not State.IDLE:
-            return  # closing: nobody to tell
         now = self._clock()
 
         def ms(t: float | None) -> int | None:
@@ -968,6 +1078,19 @@ class Session:
             metrics["speech_end_to_first_token_ms"] = since_speech(response.first_token_at)
             metrics["speech_end_to_first_audio_ms"] = since_speech(first_audio_at)
         self._observe(response, status, metrics)
+        if text or reasoning:
+            await self._record(
+                response.item_id,
+                "assistant",
+                text,
+                reasoning=reasoning,
+                status=status,
+                heard=kept if kept != text else None,
+                audio_ms=audio["duration_ms"] if audio is not None else None,
+                timings=metrics,
+            )
+        if self._conn.state is not State.IDLE:
+            return  # closing: nobody to tell
         await self._emit(
             ev.response_done(
                 response.id,

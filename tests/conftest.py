@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
+import psutil
 import pytest
 
+from db import EmbeddedPostgres
+from db.embedded import _processes_in
 from tests.support.fake_ollama import FakeOllama
 from tests.support.server import ServerProcess, free_port
 
@@ -65,3 +72,45 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parents[1] / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+# ---- PostgreSQL: one real server for the whole run ------------------------------------------------
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """The run's PostgreSQL server. Fault tests stop() and start() it on the same data directory."""
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    server = EmbeddedPostgres(pgdata)
+    server.start()
+    try:
+        yield server
+    finally:
+        postmaster = server.pid
+        server.stop()
+        leaked = _processes_in(pgdata)
+        shutil.rmtree(pgdata, ignore_errors=True)
+        if postmaster is not None:
+            _wait_reaped(postmaster)
+    assert not leaked, f"PostgreSQL processes outlived the run: {leaked}"
+
+
+def _wait_reaped(pid: int, timeout: float = 5.0) -> None:
+    """The stopped postmaster is not our child: init reaps it, in this sandbox up to ~2 s later. Waiting
+    keeps a `pgrep postgres` right after the run from listing its zombie."""
+    deadline = time.monotonic() + timeout
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+async def create_database(server: EmbeddedPostgres) -> str:
+    """A new empty database on the server; its URL."""
+    name = f"test_{next(_databases)}"
+    con = await asyncpg.connect(server.url)
+    try:
+        await con.execute(f"CREATE DATABASE {name}")
+    finally:
+        await con.close()
+    return server.url_for(name)

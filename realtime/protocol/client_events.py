@@ -50,6 +50,7 @@ ContentPart = InputText | OutputText
 RESPONSE_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning")
 SESSION_FIELDS = (
     *RESPONSE_FIELDS,
+    "conversation_id",
     "input_audio_format",
     "output_audio_format",
     "turn_detection",
@@ -222,6 +223,8 @@ def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, An
             out[name] = f.int(name, minimum=1, maximum=1_000_000, nullable=True)
         elif name == "reasoning":
             out[name] = f.bool(name, nullable=True)
+        elif name == "conversation_id":
+            out[name] = f.str(name, max_len=64, nullable=True)
         elif name in ("input_audio_format", "output_audio_format"):
             out[name] = _nullable_obj(f, name, _audio_format)
         elif name == "turn_detection":

@@ -38,6 +38,7 @@ class ServerProcess:
             "REALTIME_STATE_DIR": str(state_dir),
             "REALTIME_JWT_SECRET": TEST_SECRET,
             "REALTIME_EMBEDDED_LLM": "never",
+            "REALTIME_DATABASE_URL": "none",
             "REALTIME_LOG_LEVEL": "INFO",
             **env,
         }

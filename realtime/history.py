@@ -1,0 +1,125 @@
+"""Stored history: every finished message goes to PostgreSQL off the audio path.
+
+Sessions hand records to one bounded queue and never wait on the database. One writer stores them in
+order; while the database is away it retries (the same record, so order holds) for up to `retry_for`
+seconds; a record finally given up is reported to its session, which tells the client. Each record
+carries an idempotency key, so a retry after a lost reply stores it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from db import ConversationNotFound, Database, DatabaseError, DatabaseUnavailable
+
+log = logging.getLogger("realtime.history")
+
+LostCallback = Callable[["MessageRecord", str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    user_id: str
+    conversation_id: str
+    key: str  # unique per conversation: session id + item id
+    role: str
+    content: str
+    reasoning: str = ""
+    status: str = "completed"
+    heard_text: str | None = None
+    audio_ms: int | None = None
+    timings: dict[str, Any] | None = None
+    title: str | None = None  # used when this record creates the conversation
+    truncation: bool = False  # an update of a stored assistant message's heard text, not a new message
+    on_lost: LostCallback | None = field(default=None, compare=False)
+
+
+class HistoryWriter:
+    def __init__(self, db: Database, *, max_queue: int = 10_000, retry_for: float = 30.0) -> None:
+        self._db = db
+        self._queue: asyncio.Queue[MessageRecord] = asyncio.Queue(maxsize=max_queue)
+        self._retry_for = retry_for
+        self._task: asyncio.Task[None] | None = None
+        self._ensured: set[str] = set()
+        self.stored = 0
+        self.lost = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="history-writer")
+
+    async def aclose(self, *, drain_timeout: float = 10.0) -> None:
+        """Store what is queued (bounded), then stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout):
+                await self._queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def submit(self, record: MessageRecord) -> bool:
+        """Queue a record without waiting; False when the queue is full (the caller reports the loss)."""
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.lost += 1
+            return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            record = await self._queue.get()
+            try:
+                await self._store_with_retry(record)
+            finally:
+                self._queue.task_done()
+
+    async def _store_with_retry(self, record: MessageRecord) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_for
+        delay = 0.1
+        while True:
+            try:
+                await self._store(record)
+                self.stored += 1
+                return
+            except DatabaseUnavailable as exc:
+                if loop.time() + delay > deadline:
+                    await self._give_up(record, f"database unavailable: {exc}")
+                    return
+                log.info("database away, retrying %s in %.1fs", record.key, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except (ConversationNotFound, DatabaseError, ValueError) as exc:
+                await self._give_up(record, repr(exc))
+                return
+
+    async def _store(self, record: MessageRecord) -> None:
+        if record.truncation:
+            await self._db.messages.set_heard(record.conversation_id, record.key, record.heard_text or "")
+            return
+        if record.conversation_id not in self._ensured:
+            await self._db.conversations.ensure(record.user_id, record.conversation_id, record.title)
+            self._ensured.add(record.conversation_id)
+        await self._db.messages.append(
+            record.conversation_id,
+            key=record.key,
+            role=record.role,
+            content=record.content,
+            reasoning=record.reasoning,
+            status=record.status,
+            heard_text=record.heard_text,
+            audio_ms=record.audio_ms,
+            timings=record.timings,
+        )
+
+    async def _give_up(self, record: MessageRecord, why: str) -> None:
+        self.lost += 1
+        log.error("history write lost: %s (%s)", record.key, why)
+        if record.on_lost is not None:
+            with contextlib.suppress(Exception):
+                await record.on_lost(record, why)
