@@ -22,7 +22,6 @@ TEST_SECRET = "db-tests-secret-" + "s" * 40
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-
 @pytest.fixture(scope="module")
 async def db_url(postgres: EmbeddedPostgres) -> str:
     """The module's own empty database."""
