@@ -1,9 +1,10 @@
 """Stored history: every finished message goes to PostgreSQL off the audio path.
 
-Sessions hand records to one bounded queue and never wait on the database. One writer stores them in
-order; while the database is away it retries (the same record, so order holds) for up to `retry_for`
-seconds; a record finally given up is reported to its session, which tells the client. Each record
-carries an idempotency key, so a retry after a lost reply stores it once.
+Sessions hand records to bounded queues and never wait on the database. A few writers store them, each
+conversation always on the same writer, so its messages keep their order while different conversations
+are written in parallel; while the database is away a writer retries (the same record, so order holds)
+for up to `retry_for` seconds; a record finally given up is reported to its session, which tells the
+client. Each record carries an idempotency key, so a retry after a lost reply stores it once.
 """
 
 from __future__ import annotations
@@ -37,46 +38,52 @@ class MessageRecord:
     title: str | None = None  # used when this record creates the conversation
     truncation: bool = False  # an update of a stored assistant message's heard text, not a new message
     on_lost: LostCallback | None = field(default=None, compare=False)
+    on_stored: Callable[[MessageRecord], None] | None = field(default=None, compare=False)
 
 
 class HistoryWriter:
-    def __init__(self, db: Database, *, max_queue: int = 10_000, retry_for: float = 30.0) -> None:
+    def __init__(self, db: Database, *, max_queue: int = 10_000, retry_for: float = 30.0, writers: int = 4) -> None:
         self._db = db
-        self._queue: asyncio.Queue[MessageRecord] = asyncio.Queue(maxsize=max_queue)
+        self._queues: list[asyncio.Queue[MessageRecord]] = [
+            asyncio.Queue(maxsize=max(1, max_queue // writers)) for _ in range(writers)
+        ]
         self._retry_for = retry_for
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._ensured: set[str] = set()
         self.stored = 0
         self.lost = 0
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="history-writer")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(q), name=f"history-writer-{i}") for i, q in enumerate(self._queues)]
 
     async def aclose(self, *, drain_timeout: float = 10.0) -> None:
         """Store what is queued (bounded), then stop."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout):
-                await self._queue.join()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+                for queue in self._queues:
+                    await queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def submit(self, record: MessageRecord) -> bool:
         """Queue a record without waiting; False when the queue is full (the caller reports the loss)."""
+        queue = self._queues[hash(record.conversation_id) % len(self._queues)]
         try:
-            self._queue.put_nowait(record)
+            queue.put_nowait(record)
         except asyncio.QueueFull:
             self.lost += 1
             return False
         return True
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[MessageRecord]) -> None:
         while True:
-            record = await self._queue.get()
+            record = await queue.get()
             try:
                 await self._store_with_retry(record)
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _store_with_retry(self, record: MessageRecord) -> None:
         loop = asyncio.get_running_loop()
@@ -86,6 +93,8 @@ class HistoryWriter:
             try:
                 await self._store(record)
                 self.stored += 1
+                if record.on_stored is not None:
+                    record.on_stored(record)
                 return
             except DatabaseUnavailable as exc:
                 if loop.time() + delay > deadline:
