@@ -190,6 +190,7 @@ def serve(settings: Settings) -> int:
                 f"LLM: {settings.llm_model} at {settings.ollama_url}\n"
                 f"database: {'none' if rt.db is None else settings.database_url}\n"
                 f"dev token (24 h): {token}\n"
+                f"browser app: http://{base}/static/?token={token}\n"
                 f"try: npx wscat -c ws://{base}{WS_PATH} -s {Encoding.JSON.subprotocol} "
                 f"-H 'Authorization: Bearer {token}'\n",
                 flush=True,

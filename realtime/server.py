@@ -9,13 +9,15 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from db import Database, DatabaseUnavailable, EmbeddedPostgres
@@ -332,6 +334,27 @@ async def _send_and_close(websocket: WebSocket, encoding: Encoding, code: str, m
         await websocket.close(close, code)
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = _PACKAGE_DIR / "static"  # the browser app
+CLIENT_DIR = _PACKAGE_DIR.parent / "clients" / "js" / "src"  # the JS client library
+VENDOR_DIR = _PACKAGE_DIR.parent / "clients" / "js" / "vendor"  # its vendored @msgpack/msgpack
+
+
+async def index(request: Request) -> Response:
+    return RedirectResponse("/static/")
+
+
+def _web_routes() -> list[BaseRoute]:
+    """The browser app and what it imports (no build step); missing directories are skipped."""
+    routes: list[BaseRoute] = []
+    for path, directory in (("/static", STATIC_DIR), ("/client", CLIENT_DIR), ("/vendor", VENDOR_DIR)):
+        if directory.is_dir():
+            routes.append(Mount(path, StaticFiles(directory=directory, html=path == "/static"), name=path[1:]))
+    if STATIC_DIR.is_dir():
+        routes.append(Route("/", index, methods=["GET"]))
+    return routes
+
+
 def create_app(
     settings: Settings,
     *,
@@ -385,6 +408,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute(WS_PATH, websocket_endpoint),
+        *_web_routes(),
         *http_api.routes(
             get_db,
             authority,
