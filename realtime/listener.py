@@ -131,6 +131,7 @@ class Listener:
         self._turn: _Turn | None = None
         self._segment: _Segment | None = None
         self._last_cut_ms = 0
+        self._committing: asyncio.Task[object] | None = None
         self._detected: str | None = None  # the language the user speaks, once detected with confidence
         self._tasks: set[asyncio.Task[object]] = set()
 
@@ -306,7 +307,14 @@ class Listener:
             return
         self._turn = None
         self._segment = None
-        self._own(self._commit_turn(turn, end_ms), "commit")
+        self._committing = self._own(self._commit_turn(turn, end_ms), "commit")
+
+    async def settled(self) -> None:
+        """Until the last committed turn is transcribed and handed over (a response.create sent right after
+        a manual commit then includes it)."""
+        task = self._committing
+        if task is not None and not task.done():
+            await asyncio.wait({task})
 
     async def _commit_turn(self, turn: _Turn, end_ms: int) -> None:
         if turn.finalizing is not None:

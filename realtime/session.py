@@ -571,6 +571,8 @@ class Session:
                     await self._record(item_id, event.role, event.text)
             case ResponseCreate():
                 await self._abort_speculation()
+                if self._listener is not None:
+                    await self._listener.settled()
                 async with self._turn_lock:
                     if self.response is not None:
                         await self._cancel_response("superseded")

@@ -117,6 +117,12 @@ async def test_manual_mode_commit_and_clear(voice_server: ServerProcess) -> None
         await client.send({"type": "ping", "ts": 2})
         after = await events_until(client, "pong")
         assert not [e for _, e in after if e["type"] == "response.created"]
+        # a commit followed at once by response.create: the reply includes the committed turn
+        await stream_audio(client, synthesize("One more thing.", rate), rate, speed=4)
+        await client.send({"type": "input_audio_buffer.commit"})
+        await client.send({"type": "response.create"})
+        reply = (await events_until(client, "response.done"))[-1][1]["response"]
+        assert wer("You said: one more thing.", reply["output_text"]) <= 0.2, reply["output_text"]
         await client.send({"type": "input_audio_buffer.commit", "event_id": "empty"})
         err = await client.recv()
         assert (
