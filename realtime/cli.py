@@ -170,7 +170,12 @@ def serve(settings: Settings) -> int:
                 log.warning(
                     "model %r is not served by the embedded endpoint; using %s", settings.llm_model, EMBEDDED_MODEL_NAME
                 )
-            settings = dataclasses.replace(settings, ollama_url=url, llm_model=EMBEDDED_MODEL_NAME)
+            settings = dataclasses.replace(
+                settings,
+                ollama_url=url,
+                llm_model=EMBEDDED_MODEL_NAME,
+                model_devices=(*settings.model_devices, "llm=cpu"),  # llama.cpp here runs on the CPU
+            )
         elif mode == "never" and not ollama_answers(settings.ollama_url):
             log.warning("no Ollama answers at %s; responses will fail until it does", settings.ollama_url)
         authority = TokenAuthority(settings)

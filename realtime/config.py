@@ -103,6 +103,21 @@ class Settings:
     audio_lead_ms: int = 300  # how far audio may run ahead of real time
     audio_chunk_ms: int = 40
 
+    # Model residency (realtime/gpu): a device's budget is its memory minus a reserve.
+    gpu_backend: str = "auto"  # auto (NVML, else torch, else CPU only) | nvml | torch | cpu
+    gpu_reserve_bytes: int = 512 << 20
+    cpu_model_budget_bytes: int | None = None  # None: the machine's RAM
+    cpu_reserve_bytes: int = 1 << 30
+    low_vram: bool = False  # at most one large model resident per device, swapped around turns
+    large_model_bytes: int = 1 << 30
+    model_lease_timeout: float | None = 60.0
+    model_load_timeout: float | None = 300.0
+    model_unload_timeout: float | None = 60.0
+    model_devices: tuple[str, ...] = ()  # "name=device" pins, e.g. "whisper=cuda:1,llm=cuda:0"
+    llm_estimate_bytes: int = 1 << 30
+    stt_estimate_bytes: int = 300 << 20
+    tts_estimate_bytes: int = 200 << 20
+
     # Embedded Ollama-compatible endpoint, used when nothing answers at ollama_url.
     embedded_llm: str = "auto"  # auto | always | never
     embedded_llm_host: str = "127.0.0.1"
@@ -192,6 +207,7 @@ _CHOICES = {
     "stt_device": {"auto", "cpu", "cuda"},
     "tts_engine": {"piper", "espeak", "chatterbox", "off"},
     "tts_device": {"auto", "cpu", "cuda"},
+    "gpu_backend": {"auto", "nvml", "torch", "cpu"},
     "log_level": {"DEBUG", "INFO", "WARNING", "ERROR"},
 }
 

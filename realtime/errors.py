@@ -89,6 +89,10 @@ class NoActiveResponse(InvalidState):
     code = "response_not_active"
 
 
+class Forbidden(ClientError):
+    code = "forbidden"
+
+
 class ItemNotFound(ClientError):
     code = "item_not_found"
 

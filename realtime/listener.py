@@ -25,7 +25,7 @@ from realtime.protocol import server_events as ev
 from realtime.protocol.server_events import ServerEvent
 from realtime.stages.agreement import LocalAgreement
 from realtime.stages.audio import MODEL_RATE, Resampler, pcm16_to_float
-from realtime.stages.stt import SttPool, Transcript, WhisperEngine, is_hallucination
+from realtime.stages.stt import Transcript, is_hallucination
 from realtime.stages.turn_detection import (
     PauseStarted,
     SegmentEnded,
@@ -35,7 +35,8 @@ from realtime.stages.turn_detection import (
     TurnDetector,
     TurnEnded,
 )
-from realtime.stages.vad import VadBatcher, VadStream
+from realtime.stages.vad import VadStream
+from realtime.voice import Voice
 
 log = logging.getLogger("realtime.listener")
 
@@ -103,9 +104,7 @@ class Listener:
         self,
         *,
         config: ListenerConfig,
-        vad: VadBatcher,
-        stt: SttPool,
-        engine: WhisperEngine,
+        voice: Voice,
         emit: Callable[[ServerEvent], Awaitable[None]],
         on_commit: Callable[[CommittedTurn], Awaitable[None]],
         new_id: Callable[[str], str],
@@ -116,7 +115,8 @@ class Listener:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self._vad, self._stt, self._engine = vad, stt, engine
+        self._voice = voice
+        self._vad, self._tokens = voice.vad, voice.tokens
         self._emit, self._on_commit, self._new_id, self._spawn = emit, on_commit, new_id, spawn
         self._on_speech, self._clock = on_speech, clock
         self._on_tentative, self._on_resumed = on_tentative, on_resumed
@@ -236,7 +236,7 @@ class Listener:
     def _open_segment(self, start_ms: int) -> None:
         self._segment = _Segment(
             start_ms=max(start_ms, self._audio_base // SAMPLES_PER_MS),
-            agreement=LocalAgreement(self._engine.is_word_start),
+            agreement=LocalAgreement(self._tokens.is_word_start),
             language=self.config.language or self._detected,
         )
         self._segment.partial_at_ms = self.now_ms - self.config.partial_interval_ms + FIRST_PARTIAL_AFTER_MS
@@ -391,8 +391,8 @@ class Listener:
                 await self._emit(ev.transcription_partial(turn.item_id, stable, transcript.text))
                 return
         segment.agreement.update(transcript.tokens)
-        stable = " ".join([*turn.texts, self._engine.text(segment.agreement.stable)]).strip()
-        unstable = self._engine.text(segment.agreement.tail)
+        stable = " ".join([*turn.texts, self._tokens.text(segment.agreement.stable)]).strip()
+        unstable = self._tokens.text(segment.agreement.tail)
         await self._emit(ev.transcription_partial(turn.item_id, stable, unstable))
 
     async def _decode(
@@ -400,10 +400,7 @@ class Listener:
     ) -> Transcript | None:
         if not len(audio):
             return None
-        engine = self._engine
-        return await self._stt.run(
-            self, lambda: engine.transcribe(audio, prefix=prefix, language=language), final=final
-        )
+        return await self._voice.transcribe(self, audio, prefix, language, final=final)
 
     # ---- housekeeping ----------------------------------------------------------------------------
 

@@ -25,16 +25,18 @@ from realtime import http_api
 from realtime.auth import Principal, TokenAuthority, origin_allowed, token_from_request
 from realtime.config import Settings
 from realtime.errors import AuthError, CloseCode, LimitExceeded
+from realtime.gpu_scheduler import GpuScheduler
+from realtime.gpu_scheduler import routes as model_routes
 from realtime.history import HistoryWriter
 from realtime.metrics import Metrics
+from realtime.models import build_scheduler
 from realtime.protocol import server_events as ev
 from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, encode_frame
 from realtime.protocol.server_events import ServerEvent
 from realtime.registry import SessionRegistry
 from realtime.session import HistoryStore, PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
-from realtime.stages.tts import Tts
-from realtime.voice import Voice, load_tts
+from realtime.voice import SpeechOut, Voice
 
 log = logging.getLogger("realtime.server")
 
@@ -77,7 +79,8 @@ class Realtime:
     registry: SessionRegistry
     llm: ChatBackend
     voice: Voice | None = None
-    tts: Tts | None = None
+    speech: SpeechOut | None = None
+    scheduler: GpuScheduler | None = None
     metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
     db: Database | None = None
@@ -94,14 +97,17 @@ class Realtime:
         *,
         first_events: list[ServerEvent] | None = None,
         store: HistoryStore | None = None,
+        admin: bool = False,
     ) -> Session:
         """A new session, registered until it ends (which may be long after its first link is gone)."""
         session = Session(
             user=user,
+            admin=admin,
             settings=self.settings,
             llm=self.llm,
             voice=self.voice,
-            tts=self.tts,
+            speech=self.speech,
+            scheduler=self.scheduler,
             metrics=self.metrics,
             store=store,
         )
@@ -204,7 +210,7 @@ async def healthz(request: Request) -> JSONResponse:
             "sessions": len(rt.registry),
             "detached_sessions": sum(1 for s in rt.sessions.values() if s.detached),
             "voice_in": rt.voice is not None,
-            "voice_out": None if rt.tts is None else rt.tts.engine.name,
+            "voice_out": None if rt.speech is None else rt.speech.engine_name,
         }
     )
 
@@ -284,7 +290,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         first_events.append(
             ev.error("history_unavailable", "Stored history is unavailable; this session is not saved.")
         )
-    session = rt.open_session(principal.user, encoding, first_events=first_events, store=store)
+    session = rt.open_session(principal.user, encoding, first_events=first_events, store=store, admin=principal.admin)
     session.log.info("opened for user %s (%s)", principal.user, encoding.value)
     await session.serve(transport, encoding)
 
@@ -374,7 +380,9 @@ def create_app(
                     rt.db, max_queue=settings.history_queue_size, retry_for=settings.history_retry_for
                 )
                 await rt.history.start()
-            rt.voice, rt.tts = await asyncio.gather(Voice.load(settings), load_tts(settings))
+            rt.scheduler = build_scheduler(settings, rt.http, llm_on_cpu=False)
+            rt.voice = await Voice.load(settings, rt.scheduler)
+            rt.speech = await SpeechOut.load(settings, rt.scheduler)
             app.state.realtime = rt
             if on_ready is not None:
                 await on_ready(rt)
@@ -383,8 +391,8 @@ def create_app(
             await rt.close_all()
             if rt.voice is not None:
                 await rt.voice.aclose()
-            if rt.tts is not None:
-                await asyncio.to_thread(rt.tts.close)
+            if rt.scheduler is not None:
+                await rt.scheduler.aclose()  # unloads every model (the LLM too, from Ollama)
             if rt.http is not None:
                 await rt.http.aclose()
             if rt.history is not None:
@@ -409,6 +417,11 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute(WS_PATH, websocket_endpoint),
         *_web_routes(),
+        *model_routes(
+            lambda: getattr(app.state, "realtime", None) and app.state.realtime.scheduler,
+            authority,
+            allowed_origins=settings.allowed_origins,
+        ),
         *http_api.routes(
             get_db,
             authority,

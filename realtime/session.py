@@ -15,7 +15,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from realtime.config import Settings
 from realtime.errors import (
     ClientError,
     CloseCode,
+    Forbidden,
     InvalidState,
     ItemNotFound,
     NoActiveResponse,
@@ -31,9 +32,11 @@ from realtime.errors import (
     ServerError,
     UpstreamError,
 )
+from realtime.gpu_scheduler import GpuError, GpuScheduler, ModelLoadFailed
 from realtime.history import HistoryWriter, MessageRecord
 from realtime.listener import CommittedTurn, Listener, ListenerConfig, NotListening
 from realtime.metrics import Metrics
+from realtime.models import LLM
 from realtime.protocol import server_events as ev
 from realtime.protocol.client_events import (
     ClientEvent,
@@ -43,6 +46,7 @@ from realtime.protocol.client_events import (
     InputAudioCommit,
     ItemTruncate,
     Limits,
+    ModelsStatus,
     Ping,
     Pong,
     ResponseCancel,
@@ -58,9 +62,9 @@ from realtime.protocol.state import ConnectionState, State, Trigger
 from realtime.speaker import Speaker, SpokenPiece, heard_text
 from realtime.stages.llm import ChatBackend, ChatDelta, ChatDone, ChatRequest
 from realtime.stages.reasoning import Part, ThinkSplitter
-from realtime.stages.tts import Tts, TtsFailed
+from realtime.stages.tts import TtsFailed
 from realtime.stages.turn_detection import TurnDetectionConfig
-from realtime.voice import Voice
+from realtime.voice import SpeechOut, Voice
 
 log = logging.getLogger("realtime.session")
 
@@ -233,9 +237,11 @@ class Session:
         *,
         user: str,
         settings: Settings,
+        admin: bool = False,
         llm: ChatBackend,
         voice: Voice | None = None,
-        tts: Tts | None = None,
+        speech: SpeechOut | None = None,
+        scheduler: GpuScheduler | None = None,
         metrics: Metrics | None = None,
         store: HistoryStore | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -243,11 +249,13 @@ class Session:
     ) -> None:
         self.session_id = session_id or "sess_" + secrets.token_hex(8)
         self.user = user
+        self.admin = admin
         self.resume_secret = secrets.token_urlsafe(24)
         self._settings = settings
         self._llm = llm
         self._voice = voice
-        self._tts = tts
+        self._speech = speech
+        self._scheduler = scheduler
         self._metrics = metrics
         self._store = store
         self.conversation_id: str | None = None
@@ -558,6 +566,12 @@ class Session:
                 await self._require_listener().clear()
             case ItemTruncate():
                 await self._truncate(event)
+            case ModelsStatus():
+                if not self.admin:
+                    raise Forbidden("Model status needs an admin token.", param="type")
+                if self._scheduler is None:
+                    raise InvalidState("This server has no model scheduler.", param="type")
+                await self._emit(ev.models_status(self._scheduler.status(), event.event_id))
             case ConversationItemCreate():
                 await self._abort_speculation()
                 async with self._turn_lock:
@@ -639,9 +653,7 @@ class Session:
         )
         return Listener(
             config=config,
-            vad=voice.vad,
-            stt=voice.stt,
-            engine=voice.engine,
+            voice=voice,
             emit=self._emit,
             on_commit=self._on_spoken_turn,
             new_id=self._new_id,
@@ -930,10 +942,10 @@ class Session:
 
     def _start_speaker(self, response: Response) -> None:
         settings = response.settings
-        if self._tts is None or settings.output_audio_format is None:
+        if self._speech is None or settings.output_audio_format is None:
             return
         response.speaker = Speaker(
-            tts=self._tts,
+            speech=self._speech,
             response_id=response.id,
             item_id=response.item_id,
             sample_rate=settings.output_audio_format["sample_rate"],
@@ -958,7 +970,7 @@ class Session:
         splitter = ThinkSplitter()
         status, reason, error = "completed", None, None
         try:
-            async with contextlib.aclosing(self._llm.stream_chat(request)) as stream:
+            async with self._llm_lease(settings.model), contextlib.aclosing(self._llm.stream_chat(request)) as stream:
                 async for chunk in stream:
                     if isinstance(chunk, ChatDone):
                         response.usage = {"input_tokens": chunk.prompt_tokens, "output_tokens": chunk.output_tokens}
@@ -983,6 +995,10 @@ class Session:
             self.log.warning("response %s failed: %s (%s)", response.id, exc.code, exc.__cause__ or exc)
             status, reason, error = "failed", "error", {"code": exc.code, "message": exc.message}
             await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
+        except GpuError as exc:
+            self.log.warning("response %s: model unavailable (%s)", response.id, exc.code)
+            status, reason, error = "failed", "error", {"code": exc.code, "message": exc.message}
+            await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
         except TtsFailed as exc:
             self.log.warning("response %s: speech failed (%s)", response.id, exc.__cause__ or exc)
             status, reason = "incomplete", "tts_failed"
@@ -990,6 +1006,24 @@ class Session:
             await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
         await response.released.wait()  # a speculative reply ends only once it is the session's
         await self._finish(response, status, reason, error)
+
+    @contextlib.asynccontextmanager
+    async def _llm_lease(self, model: str) -> AsyncIterator[None]:
+        """The scheduler's lease on the LLM while it streams, so it is never unloaded mid-reply. Models
+        other than the configured one are not the scheduler's; if the LLM cannot even be loaded, the chat
+        request itself then reports the upstream's failure precisely."""
+        if self._scheduler is None or model != self._settings.llm_model:
+            yield
+            return
+        try:
+            lease = await self._scheduler.acquire(LLM)
+        except ModelLoadFailed:
+            yield
+            return
+        try:
+            yield
+        finally:
+            self._scheduler.release(lease)
 
     async def _send_pieces(self, response: Response, pieces: list[tuple[Part, str]]) -> bool:
         """Emit deltas; False once text had to be cut at max_response_chars.

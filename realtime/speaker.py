@@ -20,7 +20,7 @@ from realtime.protocol import server_events as ev
 from realtime.protocol.server_events import ServerEvent
 from realtime.stages.audio import float_to_pcm16
 from realtime.stages.chunker import SpeechChunker
-from realtime.stages.tts import Tts
+from realtime.voice import SpeechOut
 
 log = logging.getLogger("realtime.speaker")
 
@@ -67,7 +67,7 @@ class Speaker:
     def __init__(
         self,
         *,
-        tts: Tts,
+        speech: SpeechOut,
         response_id: str,
         item_id: str,
         sample_rate: int,
@@ -77,7 +77,7 @@ class Speaker:
         chunk_ms: int = 40,
         held: bool = False,
     ) -> None:
-        self._tts = tts
+        self._speech = speech
         self._response_id, self._item_id = response_id, item_id
         self._rate = sample_rate
         self._emit = emit
@@ -176,7 +176,7 @@ class Speaker:
     async def _speak(self, text: str) -> None:
         piece = SpokenPiece(text, self.stats.audio_ms, self.stats.audio_ms)
         pending = np.zeros(0, dtype=np.float32)
-        async with contextlib.aclosing(self._tts.stream(text, self._rate)) as chunks:
+        async with self._speech.lease() as tts, contextlib.aclosing(tts.stream(text, self._rate)) as chunks:
             async for chunk in chunks:
                 pending = np.concatenate([pending, chunk])
                 while len(pending) >= self._chunk_samples:

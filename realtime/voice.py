@@ -1,79 +1,101 @@
-"""The voice models every session shares: Silero VAD (batched), Whisper and its fair pool, and TTS."""
+"""The voice models every session shares: Silero VAD (batched), Whisper and its fair pool, and TTS.
+
+The models themselves live under the GPU scheduler (realtime/models.py): Whisper is leased around each
+decode, the TTS engine around each spoken piece, so they can be unloaded or swapped between turns.
+What sessions need between decodes (the tokenizer) is kept here and survives an unload.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from realtime.config import Settings
 from realtime.errors import ConfigError
-from realtime.stages.stt import SttConfig, SttPool, WhisperEngine
-from realtime.stages.tts import Tts, load_engine
-from realtime.stages.vad import SileroModel, VadBatcher
+from realtime.gpu_scheduler import GpuScheduler, Lease
+from realtime.models import STT, TTS, VAD, leased_tts
+from realtime.stages.stt import SttPool, Transcript, WhisperTokens
+from realtime.stages.tts import Tts
+from realtime.stages.vad import VadBatcher
 
 log = logging.getLogger("realtime.voice")
 
 
 @dataclass
 class Voice:
+    """Voice input: the VAD (leased for the server's lifetime), Whisper through the scheduler, the pool."""
+
     vad: VadBatcher
     stt: SttPool
-    engine: WhisperEngine
+    tokens: WhisperTokens
+    scheduler: GpuScheduler
+    vad_lease: Lease
 
     @classmethod
-    async def load(cls, settings: Settings) -> Voice | None:
-        """Load the models (off the event loop); None when voice is off or, in auto mode, models are absent."""
+    async def load(cls, settings: Settings, scheduler: GpuScheduler) -> Voice | None:
+        """Load the models; None when voice is off or, in auto mode, the model files are absent."""
         if settings.voice == "off":
             return None
-        stt_ref = settings.stt_model_ref
         missing = [str(p) for p in (settings.vad_path,) if not p.is_file()]
-        if settings.stt_model is None and not (Path(stt_ref) / "model.bin").is_file():
-            missing.append(stt_ref)
+        if settings.stt_model is None and not (Path(settings.stt_model_ref) / "model.bin").is_file():
+            missing.append(settings.stt_model_ref)
         if missing:
             if settings.voice == "on":
                 raise ConfigError(f"voice models missing: {', '.join(missing)} (run ./dev setup)")
             log.warning("voice input disabled: models missing (%s)", ", ".join(missing))
             return None
-        config = SttConfig(
-            model=stt_ref,
-            device=settings.stt_device,
-            compute_type=settings.stt_compute_type,
-            workers=settings.stt_workers,
-        )
-        engine, model = await asyncio.gather(
-            asyncio.to_thread(WhisperEngine, config), asyncio.to_thread(SileroModel, settings.vad_path)
-        )
-        vad, stt = VadBatcher(model), SttPool(settings.stt_workers)
-        await vad.start()
-        await stt.start()
-        return cls(vad=vad, stt=stt, engine=engine)
+        vad_lease = await scheduler.acquire(VAD)
+        try:
+            async with scheduler.lease(STT) as whisper:  # loads it now, not on the first turn
+                tokens = whisper.model.instance.tokens
+            vad, stt = VadBatcher(vad_lease.model.instance), SttPool(settings.stt_workers)
+            await vad.start()
+            await stt.start()
+        except BaseException:
+            scheduler.release(vad_lease)
+            raise
+        return cls(vad=vad, stt=stt, tokens=tokens, scheduler=scheduler, vad_lease=vad_lease)
+
+    async def transcribe(
+        self, key: object, audio: np.ndarray, prefix: list[int], language: str | None, *, final: bool
+    ) -> Transcript | None:
+        """One decode on the fair pool, with Whisper leased for its duration (None: a newer partial won)."""
+        async with self.scheduler.lease(STT) as whisper:
+            engine = whisper.model.instance
+            return await self.stt.run(
+                key, lambda: engine.transcribe(audio, prefix=prefix, language=language), final=final
+            )
 
     async def aclose(self) -> None:
         await self.stt.aclose()
         await self.vad.aclose()
+        self.scheduler.release(self.vad_lease)
 
 
-async def load_tts(settings: Settings) -> Tts | None:
-    """The configured engine; if the default Piper voice cannot load, espeak-ng; None when off or none loads."""
-    if settings.tts_engine == "off":
-        return None
-    names = [settings.tts_engine] + (["espeak"] if settings.tts_engine == "piper" else [])
-    for name in names:
+@dataclass
+class SpeechOut:
+    """Voice output: the TTS engine, leased around each piece it speaks."""
+
+    scheduler: GpuScheduler
+    engine_name: str
+
+    @classmethod
+    async def load(cls, settings: Settings, scheduler: GpuScheduler) -> SpeechOut | None:
+        if settings.tts_engine == "off":
+            return None
         try:
-            engine = await asyncio.to_thread(
-                load_engine,
-                name,
-                piper_model=settings.piper_voice_path,
-                threads=settings.tts_threads,
-                device=settings.tts_device,
-                chatterbox_checkpoint=settings.chatterbox_checkpoint,
-                espeak=settings.espeak_binary,
-            )
-        except Exception as exc:  # a missing voice, binary or extra: try the next engine
-            log.warning("TTS engine %s unavailable: %s", name, exc)
-            continue
-        log.info("TTS engine: %s (%d Hz)", engine.name, engine.sample_rate)
-        return Tts(engine)
-    return None
+            async with scheduler.lease(TTS) as handle:  # loads it now, and tells which engine did
+                tts: Tts = handle.model.instance
+                name = tts.engine.name
+        except Exception as exc:
+            log.warning("voice output disabled: %s", exc)
+            return None
+        log.info("TTS engine: %s", name)
+        return cls(scheduler=scheduler, engine_name=name)
+
+    def lease(self) -> AbstractAsyncContextManager[Tts]:
+        return leased_tts(self.scheduler)

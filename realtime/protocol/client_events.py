@@ -152,6 +152,17 @@ class ItemTruncate:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelsStatus:
+    """Ask for the model residency status (admin tokens only): answered by a models.status event."""
+
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "models.status"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Client-initiated heartbeat; `ts` is the client's clock in ms, echoed back in the pong."""
 
@@ -184,6 +195,7 @@ ClientEvent = (
     | InputAudioCommit
     | InputAudioClear
     | ItemTruncate
+    | ModelsStatus
     | Ping
     | Pong
 )
@@ -342,6 +354,9 @@ def parse_client_event(
         audio = f.binary("audio", max_size=limits.max_audio_bytes)
         f.done()
         return InputAudioAppend(audio, event_id)
+    if type_ == ModelsStatus.TYPE:
+        f.done()
+        return ModelsStatus(event_id)
     if type_ in (InputAudioCommit.TYPE, InputAudioClear.TYPE):
         f.done()
         return InputAudioCommit(event_id) if type_ == InputAudioCommit.TYPE else InputAudioClear(event_id)

@@ -184,3 +184,10 @@ def item_truncated(item_id: str, audio_end_ms: int, transcript: str) -> ServerEv
     return ServerEvent(
         "conversation.item.truncated", {"item_id": item_id, "audio_end_ms": audio_end_ms, "transcript": transcript}
     )
+
+
+def models_status(status: Mapping[str, Any], event_id: str | None = None) -> ServerEvent:
+    fields: dict[str, Any] = {"status": dict(status)}
+    if event_id is not None:
+        fields["reply_to"] = event_id
+    return ServerEvent("models.status", fields)

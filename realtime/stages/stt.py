@@ -116,6 +116,24 @@ def is_hallucination(t: Transcript) -> bool:
     return _normalize(t.text) in KNOWN_HALLUCINATIONS and t.no_speech_prob > 0.2
 
 
+class WhisperTokens:
+    """Token ids to text and word boundaries: needs only the tokenizer, so it outlives an unloaded model."""
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        self._tokenizer = hf_tokenizer
+        self._word_starts: dict[int, bool] = {}
+
+    def is_word_start(self, token: int) -> bool:
+        cached = self._word_starts.get(token)
+        if cached is None:
+            cached = self._tokenizer.decode([token]).startswith(" ")
+            self._word_starts[token] = cached
+        return cached
+
+    def text(self, tokens: list[int]) -> str:
+        return self._tokenizer.decode(tokens).strip()
+
+
 class WhisperEngine:
     """One loaded model. `transcribe` is blocking and thread-safe (CTranslate2 serves `workers` in parallel)."""
 
@@ -123,9 +141,11 @@ class WhisperEngine:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
-        device = config.device
+        device, index = config.device, 0
         if device == "auto":
             device = "cuda" if _cuda_available() else "cpu"
+        if device.startswith("cuda:"):  # a scheduler placement, e.g. "cuda:1"
+            device, index = "cuda", int(device.partition(":")[2])
         compute = config.compute_type
         if compute == "default":
             compute = "float16" if device == "cuda" else "int8"
@@ -133,6 +153,7 @@ class WhisperEngine:
         self._model = WhisperModel(
             config.model,
             device=device,
+            device_index=index,
             compute_type=compute,
             cpu_threads=config.threads_per_worker,
             num_workers=config.workers,
@@ -149,7 +170,7 @@ class WhisperEngine:
         base = self._tokenizer("en")
         self.eot = base.eot
         self.timestamp_begin = base.timestamp_begin
-        self._word_starts: OrderedDict[int, bool] = OrderedDict()
+        self.tokens = WhisperTokens(self._model.hf_tokenizer)
         log.info("whisper %s loaded on %s/%s in %.2fs", config.model, device, compute, self.load_s)
 
     def _tokenizer(self, language: str | None) -> Any:
@@ -161,14 +182,10 @@ class WhisperEngine:
         return tok
 
     def is_word_start(self, token: int) -> bool:
-        cached = self._word_starts.get(token)
-        if cached is None:
-            cached = self._model.hf_tokenizer.decode([token]).startswith(" ")
-            self._word_starts[token] = cached
-        return cached
+        return self.tokens.is_word_start(token)
 
     def text(self, tokens: list[int]) -> str:
-        return self._model.hf_tokenizer.decode(tokens).strip()
+        return self.tokens.text(tokens)
 
     def _window(self, samples: np.ndarray, pad_s: float) -> np.ndarray:
         seconds = min(MAX_WINDOW_S, math.ceil(len(samples) / SAMPLE_RATE + pad_s))

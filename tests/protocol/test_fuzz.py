@@ -40,6 +40,7 @@ TYPES = [
     "input_audio_buffer.commit",
     "input_audio_buffer.clear",
     "conversation.item.truncate",
+    "models.status",
     "ping",
     "pong",
     "bogus",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import numpy as np
 import pytest
 
 from realtime.config import load_settings
+from realtime.models import first_tts_engine
 from realtime.stages.tts import ChatterboxEngine, EspeakEngine, PiperEngine, Tts, TtsFailed
-from realtime.voice import load_tts
 from tests.support.speech import voice_path
 
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -91,9 +90,7 @@ def test_chatterbox_missing_is_a_clear_error() -> None:
         ChatterboxEngine()
 
 
-async def test_missing_piper_voice_falls_back_to_espeak(tmp_path: Path) -> None:
+def test_missing_piper_voice_falls_back_to_espeak(tmp_path: Path) -> None:
     """With no Piper voice file, the server speaks with espeak-ng rather than not at all."""
     settings = load_settings({}, tts_voice_path=tmp_path / "missing.onnx")
-    tts = await load_tts(settings)
-    assert tts is not None and tts.engine.name == "espeak"
-    await asyncio.to_thread(tts.close)
+    assert first_tts_engine(settings, "cpu").name == "espeak"
