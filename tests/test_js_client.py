@@ -1,8 +1,9 @@
 """The JS client's own tests (clients/js/test, Node's test runner), run from pytest so one command covers them.
 
 Each Node test file is one pytest test: the shared wire vectors, client behaviours on a fake server,
-the audio cores, the vendored msgpack copy, sessions against the real server, and the browser app end
-to end in Chromium. Node (>= 20) and Chromium (/usr/bin/chromium) are required, not optional: the
+the audio cores, the vendored msgpack copy, sessions against the real server, session resume against
+the real server (with the scripted LLM of tests/support/fake_ollama.py), and the browser app end to end
+in Chromium. Node (>= 20) and Chromium (/usr/bin/chromium) are required, not optional: the
 project's set-up (./dev test) installs them; without them these tests fail and say what is missing.
 """
 
@@ -29,6 +30,7 @@ NODE_TESTS = [
     ("audio.test.js", 120),
     ("vendor.test.js", 120),
     ("server.test.js", 600),
+    ("resume.test.js", 300),
     ("app.test.js", 300),
     ("browser.test.js", 900),
 ]

@@ -9,6 +9,8 @@ export declare const CLIENT_EVENT_TYPES: readonly ClientEvent["type"][];
 export declare const SERVER_EVENT_TYPES: readonly KnownServerEvent["type"][];
 export declare const SAMPLE_RATES: readonly SampleRate[];
 export declare const CLOSE_DEAD_LINK: 4000;
+/** Close codes of a lost link (no close frame, or a ping timeout): the session waits for a resume. */
+export declare const LOST_LINK_CODES: readonly [1005, 1006, 4000];
 
 export type SampleRate = 8000 | 11025 | 12000 | 16000 | 22050 | 24000 | 32000 | 44100 | 48000;
 
@@ -53,7 +55,7 @@ export interface SessionSettings extends ResponseSettings {
   input_audio_transcription?: InputAudioTranscription | null;
 }
 
-/** The session object of `session.created` / `session.updated` (§4.2). */
+/** The session object of `session.created` / `session.updated` / `session.resumed` (§4.2). */
 export interface Session {
   id: string;
   user: string;
@@ -69,6 +71,12 @@ export interface Session {
   turn_detection?: Required<TurnDetection> | null;
   input_audio_transcription?: { language: string | null; partials: boolean } | null;
   limits: { max_message_size: number; max_text_chars: number; max_response_chars: number };
+  conversation_id?: string | null;
+  history_stored?: boolean;
+  /** with `id`, resumes this session after a lost link (§5.7); keep it private */
+  resume_secret?: string;
+  /** how long a lost session waits for a resume; null: resume off */
+  resume_grace_ms?: number | null;
   ping_interval_ms: number | null;
   ping_timeout_ms: number | null;
   [field: string]: unknown;
@@ -162,6 +170,7 @@ export type ConversationItem =
 export type KnownServerEvent =
   | (Envelope<"session.created"> & { session: Session })
   | (Envelope<"session.updated"> & { session: Session })
+  | (Envelope<"session.resumed"> & { session: Session; replayed_after: number })
   | (Envelope<"conversation.item.created"> & { item: ConversationItem })
   | (Envelope<"response.created"> & { response: { id: string; status: "in_progress"; item_id: string; model: string } })
   | (Envelope<"response.reasoning.delta"> & { response_id: string; item_id: string; delta: string })
@@ -189,15 +198,30 @@ export type ServerEventMap = { [E in KnownServerEvent as E["type"]]: E };
 
 /** Events about the connection itself (not from the server). */
 export interface LifecycleEventMap {
-  open: { session: Session; reconnected: boolean };
-  close: { code: number; reason: string; willReconnect: boolean; byClient: boolean };
-  reconnecting: { attempt: number; delayMs: number };
+  /** a session is open: the first (`reconnected` false), a resumed one (`resumed` true), or a new one after a reconnect */
+  open: { session: Session; reconnected: boolean; resumed: boolean };
+  /** the link closed; `willResume`: it was lost and the next connection asks for the same session */
+  close: { code: number; reason: string; willReconnect: boolean; willResume: boolean; byClient: boolean };
+  /** the next connection attempt, in `delayMs`; `resume`: it asks for the same session */
+  reconnecting: { attempt: number; delayMs: number; resume: boolean };
+  /** the same session is back (after `session.resumed`): the events missed meanwhile were delivered, once each, before it */
+  resumed: { session: Session; replayedAfter: number; replayed: number };
+  /** a reconnect gave a NEW session: the server's history of the old one is gone for this client (see SessionLostReason) */
+  session_lost: { reason: SessionLostReason; previousSessionId: string | null; session: Session };
   state: { state: ClientState };
   seq_gap: { expected: number; got: number };
   decode_error: { error: DecodeError };
 }
 
 export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
+
+/**
+ * Why a reconnect gave a new session: "resume_failed" the server refused the resume (unknown or
+ * expired session, e.g. after a server restart); "expired" the resume grace ran out before a
+ * connection got through; "not_resumable" the link ended in a way that ends the session (e.g. 1011,
+ * 1013), or resume is off (the `resume` option, or the server's resume_grace_ms is null).
+ */
+export type SessionLostReason = "resume_failed" | "expired" | "not_resumable";
 
 // ---- the client ----------------------------------------------------------------------------------
 
@@ -217,8 +241,11 @@ export interface ReconnectOptions {
 export interface RealtimeClientOptions {
   /** ws:// or wss:// URL of the server's /ws */
   url: string;
-  /** a JWT, or a function giving one (called on every (re)connect) */
+  /** a JWT, or a function giving one (called on every (re)connect and resume attempt) */
   token?: string | (() => string | Promise<string>);
+  /** instead of a token: a function giving a fresh ticket (`POST /api/auth/ticket`; single-use, so
+   *  it is called for every connection, resume attempts included); sent as ?ticket= */
+  ticket?: () => string | Promise<string>;
   /** "query" (default: ?access_token=, works everywhere), "cookie" (browsers: sets an access_token
    *  cookie for the websocket path; Node: a Cookie header), "header" (Node `ws` only:
    *  Authorization: Bearer) */
@@ -231,15 +258,19 @@ export interface RealtimeClientOptions {
   webSocketOptions?: Record<string, unknown>;
   /** settings sent with session.update after every (re)connect */
   session?: SessionSettings;
-  /** false: never reconnect */
+  /** false: never reconnect (and so never resume) */
   reconnect?: ReconnectOptions | false;
-  /** how long to wait for session.created (10 s) */
+  /** resume the session after a lost link (1005/1006/4000), within its resume_grace_ms (default true);
+   *  false: every reconnect starts a new session */
+  resume?: boolean;
+  /** how long to wait for session.created (or, on a resume, for session.resumed) (10 s) */
   connectTimeoutMs?: number;
   /** own ping period; default the session's ping_interval_ms, else 10 s */
   pingIntervalMs?: number;
   /** silence before the link counts as dead; default the session's ping_timeout_ms, else 30 s */
   pingTimeoutMs?: number;
-  /** appendAudio drops frames while more than this waits in the socket (4 MiB) */
+  /** appendAudio drops frames while more than this waits in the socket (4 MiB); it also drops them
+   *  (never queues them) while not connected */
   maxBufferedBytes?: number;
   /** unread events an iterator holds before it fails (10 000) */
   maxQueuedEvents?: number;
@@ -266,8 +297,19 @@ export declare class RealtimeClient implements AsyncIterable<ServerEvent> {
   /** the last session object (session.created / session.updated) */
   session: Session | null;
   sessionId: string | null;
-  /** seq of the last server event of the current session (a resume would start after it) */
+  /** the newest seq seen of the current session (a resume asks for what came after it) */
   lastSeq: number;
+  /** the current session's resume_secret (null: the server offers no resume) */
+  resumeSecret: string | null;
+  /** the current session's resume_grace_ms (null: resume off) */
+  resumeGraceMs: number | null;
+  /** resume after a lost link (the `resume` option) */
+  resumeEnabled: boolean;
+  /** server events dropped because their seq had been seen already */
+  duplicatesDropped: number;
+  /** appendAudio() frames (and their bytes) dropped: not connected, or over maxBufferedBytes */
+  droppedAudioFrames: number;
+  droppedAudioBytes: number;
   /** round trip of the client's last own ping, ms */
   rttMs: number | null;
   serverPings: number;

@@ -251,25 +251,33 @@ function wire(client) {
     pill.textContent = { idle: "disconnected", connecting: "connecting…", open: "connected", reconnecting: "reconnecting…", closed: "disconnected" }[s];
   });
   client.on("close", (info) => {
-    if (info.willReconnect) {
-      banner(`Connection lost (${info.code}${info.reason ? `: ${info.reason}` : ""}). Reconnecting… The server keeps nothing across connections: the conversation will start over.`, "warn");
+    const why = `${info.code}${info.reason ? `: ${info.reason}` : ""}`;
+    if (info.willResume) {
+      banner(`Connection lost (${why}). Reconnecting… The server keeps the conversation meanwhile.`, "warn");
+    } else if (info.willReconnect) {
+      banner(`Connection lost (${why}). Reconnecting… The session ended: the conversation will start over.`, "warn");
     } else if (!info.byClient) {
-      banner(`Disconnected (${info.code}${info.reason ? `: ${info.reason}` : ""}).`, "error");
+      banner(`Disconnected (${why}).`, "error");
       void teardown();
     }
   });
-  client.on("reconnecting", ({ attempt, delayMs }) => {
-    banner(`Connection lost. Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt})… The conversation will start over.`, "warn");
+  client.on("reconnecting", ({ attempt, delayMs, resume }) => {
+    const then = resume ? "picking up where it left off" : "the conversation will start over";
+    banner(`Connection lost. Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt}), ${then}…`, "warn");
   });
-  client.on("open", ({ reconnected }) => {
-    if (!reconnected) return;
+  client.on("resumed", ({ replayed }) => {
+    banner(`Reconnected: the conversation resumed (${replayed} missed event${replayed === 1 ? "" : "s"} caught up).`, "info", 4000);
+  });
+  client.on("session_lost", () => {
     state.micBlocked = state.responding = state.awaitingCommit = false;
+    updateStop();
     const divider = addTurn("assistant empty", "—");
     divider.append("Reconnected: a new session, the server does not remember the turns above.");
     banner("Reconnected (a new session).", "info", 4000);
   });
   client.on("error", ({ error }) => {
     record.errors.push({ code: error.code, message: error.message });
+    if (error.code === "resume_failed") return; // session_lost says it
     if (error.code === "not_listening") {
       state.micBlocked = true; // stop sending audio: every frame would be another error
       state.awaitingCommit = false;

@@ -1,16 +1,21 @@
 // RealtimeClient: one realtime session over a websocket, in browsers and in Node 20+.
 //
-// - Connects with a token (query parameter, cookie or, in Node, an Authorization header), in msgpack
-//   (default) or JSON, and reads `session.created` before `connect()` resolves.
+// - Connects with a token (query parameter, cookie or, in Node, an Authorization header) or a
+//   single-use ticket (a function gives a fresh one per connection), in msgpack (default) or JSON,
+//   and reads `session.created` before `connect()` resolves.
 // - Server events come out as `on(type, fn)` callbacks and as an async iterator (`for await`).
 // - Heartbeats: answers every server `ping` with a `pong`; sends its own `ping` every ping interval
 //   (it gives the round-trip time) and treats a link with no inbound traffic for the server's
-//   `ping_timeout_ms` as dead: it closes it and reconnects.
-// - Reconnects with exponential backoff and jitter after an unexpected close. The server has no
-//   session resume (docs/protocol.md §1: nothing survives a reconnect), so a reconnect starts a NEW
-//   session with an empty history; the client re-applies the settings it was given and emits
-//   "open" with `reconnected: true`. It tracks `sessionId` and `lastSeq` so that a future resume
-//   (reconnect with the last seq seen) can be added in `_openSocket` without changing callers.
+//   `ping_timeout_ms` as dead: it drops it (close code 4000, a lost link).
+// - Session resume (docs/protocol.md §5.7): after a LOST link (1005/1006 without a close frame, 4000
+//   ping timeout) it reconnects with backoff, within the session's `resume_grace_ms`, asking for the
+//   same session (`resume`, `resume_secret`, `last_seq`): the server replays what was missed and sends
+//   `session.resumed`; the app sees every event once, in order ("resumed"). Events whose `seq` the
+//   client has already seen are dropped (defence in depth). If the server cannot resume, it answers
+//   `error` `resume_failed` and a NEW session ("session_lost"); the settings are applied again.
+// - Other unexpected closes (1011, 1013, ...) reconnect to a new session ("session_lost" too); clean
+//   or deliberate ends (1000, 4002, 4003, protocol errors) do not reconnect. A server shutting down
+//   (1001) or a slow-consumer close (4001) reconnects to a new session, as docs/protocol.md §9 allows.
 
 import { SUBPROTOCOLS, DecodeError, decodeEvent, encodeEvent } from "./codec.js";
 import { Emitter } from "./emitter.js";
@@ -22,6 +27,15 @@ const MAX_PING_TS = Number.MAX_SAFE_INTEGER;
 
 /** Close codes after which reconnecting cannot help (fix the client or the credentials first). */
 const FATAL_CLOSE_CODES = new Set([1002, 1003, 1007, 1008, 1009, 1010, 4003]);
+/**
+ * Close codes that end the session on purpose: no reconnect. 1000 a clean close, 4002 the session was
+ * resumed on another link (taking it back would make two links fight over it). A server shutting down
+ * (1001: a restart or a deploy) and 4001 (this client fell behind) reconnect with backoff, to a new
+ * session.
+ */
+const FINAL_CLOSE_CODES = new Set([1000, 4002]);
+/** A link that ended like this was lost, not closed: the server keeps the session for a resume (§5.7). */
+export const LOST_LINK_CODES = Object.freeze([1005, 1006, 4000]);
 /** Our own close code for a link that went silent (same meaning as the server's 4000). */
 export const CLOSE_DEAD_LINK = 4000;
 
@@ -62,6 +76,8 @@ export class ConnectionError extends Error {
  * @typedef {import("../index.js").ResponseSettings} ResponseSettings
  * @typedef {import("../index.js").ResponseResult} ResponseResult
  * @typedef {import("../index.js").ServerEvent} ServerEvent
+ * @typedef {import("../index.js").SessionLostReason} SessionLostReason
+ * @typedef {{sessionId: string, secret: string, lastSeq: number}} ResumeTarget
  */
 
 /** @type {Required<ReconnectOptions>} */
@@ -75,6 +91,11 @@ export class RealtimeClient {
     this.encoding = options.encoding ?? "msgpack";
     if (!(this.encoding in SUBPROTOCOLS)) throw new TypeError(`unknown encoding ${this.encoding}`);
     this._token = options.token;
+    this._ticket = options.ticket;
+    if (this._ticket !== undefined && typeof this._ticket !== "function") {
+      throw new TypeError("ticket must be a function: a ticket is single-use, so every (re)connect needs a fresh one");
+    }
+    if (this._ticket !== undefined && this._token !== undefined) throw new TypeError("pass a token or a ticket, not both");
     this.tokenTransport = options.tokenTransport ?? "query";
     /** @type {any} */
     this._WebSocket = options.WebSocket ?? /** @type {any} */ (globalThis).WebSocket;
@@ -83,6 +104,8 @@ export class RealtimeClient {
     }
     this._webSocketOptions = options.webSocketOptions ?? {};
     this.reconnectOptions = options.reconnect === false ? null : { ...RECONNECT_DEFAULTS, ...(options.reconnect ?? {}) };
+    /** Resume the session after a lost link (needs reconnecting on). */
+    this.resumeEnabled = options.resume ?? true;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.pingIntervalMs = options.pingIntervalMs;
     this.pingTimeoutMs = options.pingTimeoutMs;
@@ -98,8 +121,17 @@ export class RealtimeClient {
     this.session = null;
     /** The id of the current (or last) session. @type {string | null} */
     this.sessionId = null;
-    /** The seq of the last server event of the current session (for gap checks and a future resume). */
+    /** The newest seq seen of the current session: gap checks, duplicate drops, and what a resume asks after. */
     this.lastSeq = 0;
+    /** The session's resume_secret (from session.created / .updated / .resumed). @type {string | null} */
+    this.resumeSecret = null;
+    /** How long the server keeps a lost session for a resume; null: resume off. @type {number | null} */
+    this.resumeGraceMs = null;
+    /** Server events dropped because their seq had been seen already (a replay overlapping what came). */
+    this.duplicatesDropped = 0;
+    /** appendAudio() frames dropped (not connected, or over maxBufferedBytes), and their bytes. */
+    this.droppedAudioFrames = 0;
+    this.droppedAudioBytes = 0;
     /** The last round trip of the client's own ping, in ms. @type {number | null} */
     this.rttMs = null;
     /** Server pings answered. */
@@ -123,13 +155,17 @@ export class RealtimeClient {
     this._reconnectTimer = null;
     this._attempt = 0;
     this._closing = false;
+    /** Until when (Date.now() ms) the lost session may be resumed; null: no resume pending. @type {number | null} */
+    this._resumeUntil = null;
+    /** Why a new session, if the next connection gives one, replaced the old one. @type {SessionLostReason} */
+    this._lostReason = "not_resumable";
   }
 
   // ---- events ---------------------------------------------------------------------------------
 
   /**
    * Listen to a server event type, "*" (every server event), or a lifecycle event: "open",
-   * "close", "reconnecting", "seq_gap", "decode_error".
+   * "close", "reconnecting", "resumed", "session_lost", "state", "seq_gap", "decode_error".
    * @param {string} type
    * @param {(event: any) => void} listener
    * @returns {() => void} removes the listener
@@ -186,7 +222,8 @@ export class RealtimeClient {
 
   /**
    * Every server event from now on, in order, as an async iterator. It ends when the client closes
-   * for good; it keeps going across reconnects (a new session starts with `session.created`).
+   * for good; it keeps going across reconnects (a resumed session goes on where it was, a new session
+   * starts with `session.created`).
    * Holds at most `maxQueuedEvents` unread events: past that the iterator throws instead of growing.
    * @param {{types?: readonly string[]}} [options] only these types
    * @returns {AsyncIterableIterator<ServerEvent>}
@@ -265,6 +302,7 @@ export class RealtimeClient {
     if (this.state === "open") return /** @type {Session} */ (this.session);
     if (this.state === "connecting" || this.state === "reconnecting") throw new Error("already connecting");
     this._closing = false;
+    this._resumeUntil = null;
     this._setState("connecting");
     try {
       return await this._openSession(false);
@@ -288,6 +326,7 @@ export class RealtimeClient {
    */
   async close(code = 1000, reason = "") {
     this._closing = true;
+    this._resumeUntil = null;
     if (this._reconnectTimer !== null) {
       clearTimeout(this._reconnectTimer);
       this._reconnectTimer = null;
@@ -307,7 +346,7 @@ export class RealtimeClient {
     this._teardown(new ConnectionError("the client closed the connection", { code, reason, fatal: true }));
     if (this.state !== "closed") {
       this._setState("closed");
-      this._emitter.emit("close", { code, reason, willReconnect: false, byClient: true });
+      this._emitter.emit("close", { code, reason, willReconnect: false, willResume: false, byClient: true });
     }
     this._endIterators();
   }
@@ -324,22 +363,36 @@ export class RealtimeClient {
     this._emitter.emit("state", { state });
   }
 
-  /** @returns {Promise<string | undefined>} */
-  async _resolveToken() {
+  /**
+   * Credentials for one connection: a fresh ticket (single-use) or the token (a function is asked
+   * again every time).
+   * @returns {Promise<{token?: string, ticket?: string}>}
+   */
+  async _credentials() {
+    if (this._ticket) return { ticket: await this._ticket() };
     const token = this._token;
-    return typeof token === "function" ? await token() : token;
+    return { token: typeof token === "function" ? await token() : token };
+  }
+
+  /** Whether a refused handshake (HTTP 401) may succeed with the next credentials. */
+  _freshCredentials() {
+    return typeof this._token === "function" || this._ticket !== undefined;
   }
 
   /**
-   * Open a socket, read session.created, apply the settings. Rejects with ConnectionError.
+   * Open a socket and start or resume a session. A new session: read session.created, apply the
+   * settings. A resume: the replayed events and session.resumed (handled as they come in).
+   * Rejects with ConnectionError, or RealtimeError for a refusal event.
    * @param {boolean} reconnected
    * @returns {Promise<Session>}
    */
   async _openSession(reconnected) {
-    const token = await this._resolveToken();
-    const ws = this._openSocket(token);
+    const resume = this._resumeTarget();
+    const previousSessionId = this.sessionId;
+    const ws = this._openSocket(await this._credentials(), resume);
     this._ws = ws;
-    const first = await this._firstEvent(ws);
+    const first = await this._handshake(ws, resume !== null);
+    if (first.type === "session.resumed") return /** @type {Session} */ (this.session);
     if (first.type !== "session.created") {
       const error = first.type === "error" ? new RealtimeError(first.error) : new Error(`unexpected first event ${first.type}`);
       try {
@@ -350,24 +403,60 @@ export class RealtimeClient {
       throw error;
     }
     this._attempt = 0;
+    this._resumeUntil = null;
     this._setState("open");
     this._startHeartbeat();
+    if (reconnected) {
+      const reason = resume ? "resume_failed" : this._lostReason;
+      this._emitter.emit("session_lost", { reason, previousSessionId, session: this.session });
+    }
     if (Object.keys(this.settings).length > 0) {
       await this._request(build.sessionUpdate(this.settings, this._id("c")), "session.updated");
     }
-    this._emitter.emit("open", { session: this.session, reconnected });
+    this._emitter.emit("open", { session: this.session, reconnected, resumed: false });
     return /** @type {Session} */ (this.session);
   }
 
   /**
-   * The websocket itself. Resume would go here: pass `this.sessionId` and `this.lastSeq`.
-   * @param {string | undefined} token
+   * What a resume asks for, while one may still work (else null, and a lapsed window is noted).
+   * @returns {ResumeTarget | null}
    */
-  _openSocket(token) {
+  _resumeTarget() {
+    if (this._resumeUntil === null) return null;
+    if (Date.now() >= this._resumeUntil || !this.sessionId || !this.resumeSecret) {
+      this._resumeUntil = null;
+      this._lostReason = "expired";
+      return null;
+    }
+    return { sessionId: this.sessionId, secret: this.resumeSecret, lastSeq: this.lastSeq };
+  }
+
+  /**
+   * The link ended with `code`: open the resume window if the server keeps the session for one.
+   * @param {number} code
+   * @returns {boolean} whether the next connection asks for a resume
+   */
+  _openResumeWindow(code) {
+    const grace = this.resumeGraceMs;
+    const resumable =
+      this.resumeEnabled && LOST_LINK_CODES.includes(code) && this.sessionId !== null && this.resumeSecret !== null && grace !== null && grace > 0;
+    this._resumeUntil = resumable ? Date.now() + /** @type {number} */ (grace) : null;
+    this._lostReason = "not_resumable";
+    return resumable;
+  }
+
+  /**
+   * The websocket itself: credentials, and the resume parameters when resuming.
+   * @param {{token?: string, ticket?: string}} credentials
+   * @param {ResumeTarget | null} resume
+   */
+  _openSocket(credentials, resume) {
     const url = new URL(this.url);
     /** @type {Record<string, any>} */
     const wsOptions = { ...this._webSocketOptions };
-    if (token) {
+    const { token, ticket } = credentials;
+    if (ticket) url.searchParams.set("ticket", ticket);
+    else if (token) {
       if (this.tokenTransport === "query") url.searchParams.set("access_token", token);
       else if (this.tokenTransport === "header") wsOptions.headers = { ...(wsOptions.headers ?? {}), Authorization: `Bearer ${token}` };
       else if (this.tokenTransport === "cookie") {
@@ -376,6 +465,11 @@ export class RealtimeClient {
         else wsOptions.headers = { ...(wsOptions.headers ?? {}), Cookie: `access_token=${token}` };
       }
     }
+    if (resume) {
+      url.searchParams.set("resume", resume.sessionId);
+      url.searchParams.set("resume_secret", resume.secret);
+      url.searchParams.set("last_seq", String(resume.lastSeq));
+    }
     const protocols = [SUBPROTOCOLS[this.encoding]];
     const ws = Object.keys(wsOptions).length > 0 ? new this._WebSocket(url.href, protocols, wsOptions) : new this._WebSocket(url.href, protocols);
     ws.binaryType = "arraybuffer";
@@ -383,19 +477,27 @@ export class RealtimeClient {
   }
 
   /**
-   * Wait for the socket to open and its first event; wire the socket's handlers.
+   * Wait for the socket to open and the event that starts the session on it; wire the socket's
+   * handlers. Resolves with session.created (a new session), session.resumed (a resume: the events
+   * replayed before it have been delivered, and the client is open again), or the first event that
+   * is neither (a refusal such as too_many_sessions). On a resume link, `error` `resume_failed`
+   * starts a new seq space: a new session's session.created follows it.
    * @param {any} ws
+   * @param {boolean} resuming
    * @returns {Promise<ServerEvent>}
    */
-  _firstEvent(ws) {
+  _handshake(ws, resuming) {
     return new Promise((resolve, reject) => {
       let settled = false;
+      let replaying = resuming;
+      let first = true;
       /** @type {string | undefined} */
       let errorText;
       const timer = setTimeout(() => {
-        fail(new ConnectionError(`no session.created within ${this.connectTimeoutMs} ms`, { code: 4000 }));
+        fail(new ConnectionError(`no session within ${this.connectTimeoutMs} ms`, { code: 4000 }));
         try {
-          ws.close(1000);
+          // a stalled resume is a lost link (4000: the server keeps the session); a clean close would end it
+          ws.close(resuming ? CLOSE_DEAD_LINK : 1000);
         } catch {
           /* not open yet */
         }
@@ -406,6 +508,12 @@ export class RealtimeClient {
         settled = true;
         clearTimeout(timer);
         reject(error);
+      };
+      /** @param {ServerEvent} event */
+      const settle = (event) => {
+        settled = true;
+        clearTimeout(timer);
+        resolve(event);
       };
       ws.addEventListener("open", () => {
         if (ws.protocol && ws.protocol !== SUBPROTOCOLS[this.encoding]) {
@@ -420,20 +528,32 @@ export class RealtimeClient {
         if (ws !== this._ws) return;
         const event = this._decode(message.data);
         if (!event) return;
-        if (!settled) {
-          settled = true;
-          clearTimeout(timer);
+        if (settled) {
           this._onEvent(event);
-          resolve(event);
           return;
         }
+        const resumeFailed = event.type === "error" && event.error?.code === "resume_failed";
+        // a fresh link, or a refused resume, numbers from 1 again: nothing of it has been seen
+        if ((first && !resuming) || resumeFailed) this.lastSeq = 0;
+        first = false;
+        if (resumeFailed) {
+          replaying = false;
+          this._resumeUntil = null; // the old session is gone: later attempts (if this one fails) start afresh
+          this._lostReason = "resume_failed";
+        }
         this._onEvent(event);
+        if (event.type === "session.resumed") {
+          settle(event);
+          this._onResumed(event);
+        } else if (event.type === "session.created" || !(replaying || resumeFailed)) {
+          settle(event);
+        }
       });
       ws.addEventListener("close", (/** @type {{code: number, reason: string}} */ event) => {
         if (!settled) {
           const status = /Unexpected server response: (\d+)/.exec(errorText ?? "");
           const httpStatus = status ? Number(status[1]) : undefined;
-          const fatal = httpStatus === 400 || httpStatus === 403 || (httpStatus === 401 && typeof this._token !== "function");
+          const fatal = httpStatus === 400 || httpStatus === 403 || (httpStatus === 401 && !this._freshCredentials());
           const why = httpStatus
             ? `the server refused the connection (HTTP ${httpStatus})`
             : `the connection closed before the session started (${event.code}${errorText ? `: ${errorText}` : ""})`;
@@ -443,6 +563,21 @@ export class RealtimeClient {
         if (ws === this._ws) this._onSocketClosed(event.code, event.reason);
       });
     });
+  }
+
+  /**
+   * session.resumed: the replay is over and the link is live. Runs as the event is read, so the
+   * lifecycle events come before any later server event.
+   * @param {any} event
+   */
+  _onResumed(event) {
+    this._attempt = 0;
+    this._resumeUntil = null;
+    this._setState("open");
+    this._startHeartbeat();
+    const replayedAfter = event.replayed_after;
+    this._emitter.emit("resumed", { session: this.session, replayedAfter, replayed: Math.max(0, event.seq - replayedAfter - 1) });
+    this._emitter.emit("open", { session: this.session, reconnected: true, resumed: true });
   }
 
   /**
@@ -463,16 +598,17 @@ export class RealtimeClient {
   /** @param {ServerEvent} event */
   _onEvent(event) {
     const seq = /** @type {any} */ (event).seq;
-    if (event.type === "session.created") {
-      this.session = event.session;
-      this.sessionId = event.session.id;
-      this.lastSeq = 0;
-    } else if (event.type === "session.updated") {
-      this.session = event.session;
-    }
+    if (event.type === "session.created") this.lastSeq = 0; // a new session numbers from 1
     if (typeof seq === "number") {
+      if (seq <= this.lastSeq) {
+        this.duplicatesDropped++; // seen already (a replay overlapping what came): deliver once only
+        return;
+      }
       if (this.lastSeq && seq !== this.lastSeq + 1) this._emitter.emit("seq_gap", { expected: this.lastSeq + 1, got: seq });
       this.lastSeq = seq;
+    }
+    if (event.type === "session.created" || event.type === "session.updated" || event.type === "session.resumed") {
+      this._adoptSession(event.session);
     }
     if (event.type === "ping") {
       this.serverPings++;
@@ -487,6 +623,14 @@ export class RealtimeClient {
     this._settlePending(event);
     this._emitter.emit(event.type, event, true);
     for (const sink of [...this._iterators]) sink.push(event);
+  }
+
+  /** @param {Session} session */
+  _adoptSession(session) {
+    this.session = session;
+    this.sessionId = session.id;
+    this.resumeSecret = typeof session.resume_secret === "string" ? session.resume_secret : null;
+    this.resumeGraceMs = typeof session.resume_grace_ms === "number" ? session.resume_grace_ms : null;
   }
 
   /** @param {ServerEvent} event */
@@ -516,13 +660,15 @@ export class RealtimeClient {
       return; // close() reports it
     }
     const fatal = FATAL_CLOSE_CODES.has(code);
-    const willReconnect = !this._closing && !fatal && this.reconnectOptions !== null;
+    const willReconnect = !fatal && !FINAL_CLOSE_CODES.has(code) && this.reconnectOptions !== null;
+    const willResume = willReconnect && this._openResumeWindow(code);
     this._teardown(new ConnectionError(`the connection closed (${code}${reason ? ` ${reason}` : ""})`, { code, reason, fatal }));
-    this._emitter.emit("close", { code, reason, willReconnect, byClient: this._closing });
+    this._emitter.emit("close", { code, reason, willReconnect, willResume, byClient: false });
     if (willReconnect) {
       this._setState("reconnecting");
       this._scheduleReconnect();
-    } else if (!this._closing) {
+    } else {
+      this._resumeUntil = null;
       this._setState("closed");
       this._endIterators();
     }
@@ -544,14 +690,18 @@ export class RealtimeClient {
     const options = /** @type {Required<ReconnectOptions>} */ (this.reconnectOptions);
     this._attempt++;
     if (this._attempt > options.maxAttempts) {
+      this._resumeUntil = null;
       this._setState("closed");
-      this._emitter.emit("close", { code: 0, reason: "gave up reconnecting", willReconnect: false, byClient: false });
+      this._emitter.emit("close", { code: 0, reason: "gave up reconnecting", willReconnect: false, willResume: false, byClient: false });
       this._endIterators();
       return;
     }
     const base = Math.min(options.maxDelayMs, options.initialDelayMs * options.factor ** (this._attempt - 1));
-    const delayMs = Math.round(base * (1 - options.jitter + 2 * options.jitter * Math.random()));
-    this._emitter.emit("reconnecting", { attempt: this._attempt, delayMs });
+    let delayMs = Math.round(base * (1 - options.jitter + 2 * options.jitter * Math.random()));
+    const resume = this._resumeUntil !== null && Date.now() < this._resumeUntil;
+    // a resume must land within the server's grace: never wait past its end (then a new session)
+    if (resume) delayMs = Math.min(delayMs, Math.max(0, /** @type {number} */ (this._resumeUntil) - Date.now() - 1));
+    this._emitter.emit("reconnecting", { attempt: this._attempt, delayMs, resume });
     this._reconnectTimer = setTimeout(async () => {
       this._reconnectTimer = null;
       if (this._closing) return;
@@ -573,8 +723,9 @@ export class RealtimeClient {
         }
         this._stopHeartbeat();
         if (fatal) {
+          this._resumeUntil = null;
           this._setState("closed");
-          this._emitter.emit("close", { code: error.code ?? 0, reason: error.message, willReconnect: false, byClient: false });
+          this._emitter.emit("close", { code: error.code ?? 0, reason: error.message, willReconnect: false, willResume: false, byClient: false });
           this._endIterators();
         } else {
           this._scheduleReconnect();
@@ -708,7 +859,10 @@ export class RealtimeClient {
 
   /**
    * Send a user message, start a response and collect it to its `response.done`. Assumes no other
-   * response starts meanwhile (no spoken turn in flight).
+   * response starts meanwhile (no spoken turn in flight). A lost link does not stop it once the
+   * response exists (`response.created` came): the resume delivers the rest. It rejects when the
+   * link closes before that (it is unknown whether the server got the request), when the session
+   * cannot be resumed (`session_lost`), or when the client closes for good.
    * @param {string} text
    * @param {ResponseSettings} [overrides]
    * @returns {Promise<ResponseResult>}
@@ -752,12 +906,18 @@ export class RealtimeClient {
         }
       });
       const offClose = this.on("close", (info) => {
+        if (info.willResume && responseId !== null) return; // the session lives on: the rest comes with the resume
         offAll();
         reject(new ConnectionError("the connection closed during the response", info));
+      });
+      const offLost = this.on("session_lost", (info) => {
+        offAll();
+        reject(new ConnectionError(`the session was lost during the response (${info.reason}): a new one started`));
       });
       const offAll = () => {
         offEvent();
         offClose();
+        offLost();
       };
       const sent =
         this.send(build.conversationItemCreate("user", text, itemEventId)) && this.send(build.responseCreate(overrides, responseEventId));
@@ -778,12 +938,17 @@ export class RealtimeClient {
 
   /**
    * input_audio_buffer.append: PCM16 LE mono at the session's input rate. Returns false (the frame
-   * is dropped) when not connected or when more than `maxBufferedBytes` wait in the socket.
+   * is dropped, and counted in `droppedAudioFrames` / `droppedAudioBytes`) when not connected — also
+   * while reconnecting or resuming: audio is never queued for later, so nothing stale is sent after
+   * a reconnect and nothing grows without bound — or when more than `maxBufferedBytes` wait in the
+   * socket.
    * @param {Uint8Array | Int16Array | ArrayBuffer} pcm16
    */
   appendAudio(pcm16) {
-    if (this.bufferedAmount > this.maxBufferedBytes) return false;
-    return this.send(build.inputAudioAppend(pcm16));
+    if (this.bufferedAmount <= this.maxBufferedBytes && this.send(build.inputAudioAppend(pcm16))) return true;
+    this.droppedAudioFrames++;
+    this.droppedAudioBytes += build.asBytes(pcm16).byteLength;
+    return false;
   }
 
   /** input_audio_buffer.commit (push-to-talk: the buffered audio is the user's turn). */

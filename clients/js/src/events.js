@@ -19,6 +19,7 @@ export const CLIENT_EVENT_TYPES = Object.freeze([
 export const SERVER_EVENT_TYPES = Object.freeze([
   "session.created",
   "session.updated",
+  "session.resumed",
   "conversation.item.created",
   "response.created",
   "response.reasoning.delta",

@@ -1,6 +1,6 @@
 // The realtime voice client: protocol v1 over a websocket, in browsers and Node 20+. See README.md.
 
-export { RealtimeClient, RealtimeError, ConnectionError, CLOSE_DEAD_LINK } from "./client.js";
+export { RealtimeClient, RealtimeError, ConnectionError, CLOSE_DEAD_LINK, LOST_LINK_CODES } from "./client.js";
 export { encodeEvent, decodeEvent, DecodeError, SUBPROTOCOLS, BINARY_FIELDS, PROTOCOL_VERSION } from "./codec.js";
 export { encodeBase64, decodeBase64 } from "./base64.js";
 export * as events from "./events.js";

@@ -1,7 +1,8 @@
 // The browser app (realtime/static/) in Chromium against a SCRIPTED server, for what the real one
 // cannot show on cue: partial transcripts (stable and unstable styled apart), reasoning folded away,
-// latency figures, push-to-talk (clear, 20 ms frames, commit, then response.create), and the page
-// going quiet after `not_listening`.
+// latency figures, push-to-talk (clear, 20 ms frames, commit, then response.create), the page
+// going quiet after `not_listening`, and a link lost mid-reply: "reconnecting…", then the same reply
+// carrying on after the resume.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
@@ -56,6 +57,7 @@ async function session(options, query = {}) {
   return {
     page,
     link,
+    web,
     problems,
     async close() {
       await page.close();
@@ -171,6 +173,47 @@ describe("the browser app on a scripted server", { timeout: 120_000 }, () => {
       const count = link.received.filter((e) => e.type === "input_audio_buffer.append").length;
       await sleep(500);
       assert.equal(link.received.filter((e) => e.type === "input_audio_buffer.append").length, count);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a link lost mid-reply: 'reconnecting…', then the resumed session finishes the same reply, nothing twice", async () => {
+    const R = { response_id: "resp_2", item_id: "item_3" };
+    const s = await session({
+      session: { resume_secret: "s3cret", resume_grace_ms: 10_000 },
+      onConnect: async (link) => {
+        await link.next("session.update");
+        link.send({ type: "response.created", response: { id: "resp_2", status: "in_progress", item_id: "item_3", model: "m" } });
+        link.send({ type: "response.text.delta", ...R, delta: "Once upon" });
+      },
+      onResume: (link, resume) => {
+        link.seq = resume.lastSeq - 1; // one event too early: the page must not show it twice
+        link.send({ type: "response.text.delta", ...R, delta: "Once upon" });
+        link.send({ type: "response.text.delta", ...R, delta: " a time" });
+        link.send({ type: "session.resumed", session: { ...link.session(), id: resume.sessionId }, replayed_after: resume.lastSeq });
+        link.send({ type: "response.done", response: { id: "resp_2", item_id: "item_3", status: "completed", output_text: "Once upon a time", metrics: { total_ms: 10 } } });
+      },
+    });
+    try {
+      const { page, web } = s;
+      await page.locator(".turn.assistant .reply", { hasText: "Once upon" }).waitFor({ timeout: 5000 });
+      await page.evaluate(() => {
+        const pill = /** @type {Element} */ (document.querySelector("#status"));
+        const seen = /** @type {string[]} */ ((/** @type {any} */ (window).pillStates = []));
+        new MutationObserver(() => seen.push(pill.textContent ?? "")).observe(pill, { childList: true, characterData: true, subtree: true });
+      });
+      assert.equal(web.dropConnections(), 1);
+      await page.locator("#banner", { hasText: "conversation resumed" }).waitFor({ timeout: 10_000 });
+      await page.locator(".turn.assistant .metrics").waitFor({ timeout: 5000 });
+      assert.equal(await page.locator(".turn.assistant .reply").innerText(), "Once upon a time");
+      assert.equal(await page.locator(".turn.assistant").count(), 1);
+      assert.equal(await page.locator("#status").innerText(), "connected");
+      assert.deepEqual(await page.evaluate(() => /** @type {any} */ (window).pillStates), ["reconnecting…", "connected"]);
+      const banners = await page.evaluate(() => /** @type {any} */ (window).realtimeApp.banners);
+      assert.ok(banners.some((/** @type {string} */ b) => b.startsWith("Connection lost") && b.includes("keeps the conversation")), banners.join(" | "));
+      assert.ok(!banners.some((/** @type {string} */ b) => b.includes("new session")), banners.join(" | "));
+      assert.deepEqual(s.problems, []);
     } finally {
       await s.close();
     }

@@ -172,16 +172,18 @@ describe("the browser app", { timeout: 240_000 }, () => {
       assert.ok(["cancelled", "completed", "incomplete"].includes(replies[1].status), replies[1].status);
       assert.ok((await page.locator(".turn.user").count()) >= 3);
 
-      // a lost link: the page says so, reconnects, and says the conversation starts over
+      // a lost link (cut without a close frame): the page says so, reconnects and resumes the same
+      // session, and says the conversation carries on
       const before = await page.evaluate(() => /** @type {any} */ (window).realtimeApp.client.sessionId);
       assert.ok(web.dropConnections() >= 1);
       await banner(page).filter({ hasText: "Reconnect" }).waitFor({ timeout: 10_000 });
       await page.waitForFunction(() => document.querySelector("#status")?.textContent === "connected", null, { timeout: 20_000 });
-      await banner(page).filter({ hasText: "new session" }).waitFor({ timeout: 5000 });
+      await banner(page).filter({ hasText: "conversation resumed" }).waitFor({ timeout: 5000 });
       const afterId = await page.evaluate(() => /** @type {any} */ (window).realtimeApp.client.sessionId);
-      assert.notEqual(afterId, before);
+      assert.equal(afterId, before, "the same session, resumed");
       const banners = await page.evaluate(() => /** @type {any} */ (window).realtimeApp.banners);
       assert.ok(banners.some((/** @type {string} */ b) => b.startsWith("Connection lost")), banners.join(" | "));
+      assert.ok(!banners.some((/** @type {string} */ b) => b.includes("new session")), banners.join(" | "));
       assert.deepEqual(problems.filter((p) => !p.includes("WebSocket")), []);
     } finally {
       await browser.close();

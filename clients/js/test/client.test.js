@@ -1,5 +1,6 @@
 // RealtimeClient behaviours against a scriptable fake server: pongs, dead-link detection, reconnect
-// with backoff, fatal closes, refusals, token transports, seq gaps, iteration, request errors.
+// with backoff, fatal closes, refusals, token transports, seq gaps, iteration, request errors, and
+// resume cases the real server does not produce on cue (an overlapping replay, the grace running out).
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
 
@@ -83,8 +84,8 @@ describe("heartbeats", () => {
     assert.notEqual(c.rttMs, null);
   });
 
-  test("no traffic for ping_timeout_ms: the link is given up and the client reconnects to a NEW session", async () => {
-    // the fake never answers and never pings: a dead link
+  test("no traffic for ping_timeout_ms: the link is given up; a server without resume gives a NEW session", async () => {
+    // the fake never answers and never pings: a dead link; its session has no resume_secret
     const server = await fake({ session: { ping_interval_ms: 100, ping_timeout_ms: 400 } });
     const c = client(server.url, { session: { temperature: 0.5 } });
     const first = await c.connect();
@@ -92,9 +93,12 @@ describe("heartbeats", () => {
     const closed = await next(c, "close");
     assert.equal(closed.code, 4000);
     assert.equal(closed.willReconnect, true);
+    assert.equal(closed.willResume, false);
     const elapsed = Date.now() - t0;
     assert.ok(elapsed >= 300 && elapsed < 1500, `dead after ${elapsed} ms`);
+    const lost = next(c, "session_lost");
     const opened = await next(c, "open");
+    assert.equal((await lost).reason, "not_resumable");
     assert.equal(opened.reconnected, true);
     assert.notEqual(opened.session.id, first.id, "a reconnect starts a new session");
     const second = await server.link(1);
@@ -313,5 +317,194 @@ describe("events", () => {
     const link = await server.link(0);
     const create = link.received.find((e) => e.type === "response.create");
     assert.deepEqual(create.response, { max_output_tokens: 5 });
+  });
+});
+
+describe("resume", () => {
+  const RESUMABLE = { resume_secret: "s3cret", resume_grace_ms: 5000 };
+  const R = { response_id: "resp_2", item_id: "item_3" };
+
+  /** @param {any} link @returns {URLSearchParams} */
+  const query = (link) => new URL(link.request.url ?? "", "http://x").searchParams;
+
+  test("a lost link (1006) is resumed: same session, overlapping replay dropped, settings not re-sent, ask() goes on", async () => {
+    /** @type {any} */
+    let asked = null;
+    const server = await fake({
+      session: RESUMABLE,
+      onConnect: async (link) => {
+        await link.next("response.create");
+        link.send({ type: "conversation.item.created", item: { id: "item_1", type: "message", role: "user", content: [] } });
+        link.send({ type: "response.created", response: { id: "resp_2", status: "in_progress", item_id: "item_3", model: "m" } });
+        link.send({ type: "response.text.delta", ...R, delta: "Hel" });
+        link.send({ type: "response.text.delta", ...R, delta: "lo" });
+        await sleep(30);
+        link.ws.terminate(); // no close frame: the client sees 1006
+      },
+      onResume: (link, resume) => {
+        asked = resume;
+        // replay from two events too early (the client has seen seq 5 and 6), then the missed one
+        link.seq = resume.lastSeq - 2;
+        link.send({ type: "response.text.delta", ...R, delta: "Hel" });
+        link.send({ type: "response.text.delta", ...R, delta: "lo" });
+        link.send({ type: "response.text.delta", ...R, delta: " world" });
+        link.send({ type: "session.resumed", session: { id: resume.sessionId, ...RESUMABLE, ping_interval_ms: 10_000, ping_timeout_ms: 30_000 }, replayed_after: resume.lastSeq });
+        link.send({ type: "response.done", response: { id: "resp_2", item_id: "item_3", status: "completed", output_text: "Hello world" } });
+      },
+    });
+    const c = client(server.url, { session: { temperature: 0.5 } });
+    const life = /** @type {string[]} */ ([]);
+    for (const type of ["close", "reconnecting", "resumed", "open", "session_lost"]) c.on(type, () => life.push(type));
+    const closed = next(c, "close");
+    const reconnecting = next(c, "reconnecting");
+    const resumed = next(c, "resumed");
+    const first = await c.connect();
+    assert.equal(c.resumeSecret, "s3cret");
+    const deltas = /** @type {string[]} */ ([]);
+    c.on("response.text.delta", (e) => deltas.push(e.delta));
+    const result = await withTimeout(c.ask("hi"), 5000, "ask() did not finish");
+    assert.equal(result.text, "Hello world");
+    assert.deepEqual(deltas, ["Hel", "lo", " world"]);
+    assert.deepEqual(await closed, { code: 1006, reason: "", willReconnect: true, willResume: true, byClient: false });
+    assert.equal((await reconnecting).resume, true);
+    assert.deepEqual(await resumed, { session: c.session, replayedAfter: 6, replayed: 1 });
+    assert.deepEqual(asked, { sessionId: first.id, secret: "s3cret", lastSeq: 6 });
+    assert.equal(c.duplicatesDropped, 2);
+    assert.equal(c.sessionId, first.id);
+    assert.equal(c.lastSeq, 9);
+    assert.equal(c.state, "open");
+    assert.deepEqual(life, ["open", "close", "reconnecting", "resumed", "open"]);
+    const second = await server.link(1);
+    assert.equal(query(second).get("access_token"), "tok");
+    assert.equal(query(second).get("resume"), first.id);
+    assert.equal(second.received.filter((e) => e.type === "session.update").length, 0, "a resumed session keeps its settings");
+  });
+
+  test("a refused resume (resume_failed, then a new session): session_lost, settings applied again, ask() rejects", async () => {
+    const server = await fake({
+      session: RESUMABLE,
+      onConnect: async (link) => {
+        await link.next("response.create");
+        link.send({ type: "response.created", response: { id: "resp_2", status: "in_progress", item_id: "item_3", model: "m" } });
+        link.send({ type: "response.text.delta", ...R, delta: "Hel" });
+        link.ws.terminate();
+      },
+      onResume: (link) => {
+        link.send({ type: "error", error: { code: "resume_failed", message: "This is a new session." } });
+        link.send({ type: "session.created", session: { ...link.session(), resume_secret: "other" } });
+      },
+    });
+    const c = client(server.url, { session: { temperature: 0.5 } });
+    const errors = /** @type {string[]} */ ([]);
+    c.on("error", (e) => errors.push(e.error.code));
+    const lost = next(c, "session_lost");
+    const first = await c.connect();
+    const opened = next(c, "open");
+    await assert.rejects(c.ask("hi"), (error) => error instanceof ConnectionError && /session was lost/.test(error.message));
+    const info = await lost;
+    assert.equal(info.reason, "resume_failed");
+    assert.equal(info.previousSessionId, first.id);
+    assert.equal(info.session.id, "sess_0000000000000002");
+    assert.deepEqual(errors, ["resume_failed"]);
+    const open = await opened;
+    assert.equal(open.reconnected, true);
+    assert.equal(open.resumed, false);
+    assert.equal(c.sessionId, "sess_0000000000000002");
+    assert.equal(c.lastSeq, 3, "error 1, session.created 2, session.updated 3: a new seq space");
+    const update = (await server.link(1)).received.find((e) => e.type === "session.update");
+    assert.deepEqual(update.session, { temperature: 0.5 });
+  });
+
+  test("the client's own ping timeout counts as a lost link: close 4000, then a resume", async () => {
+    const server = await fake({
+      session: { ...RESUMABLE, ping_interval_ms: 100, ping_timeout_ms: 400 },
+      onResume: (link, resume) => {
+        link.seq = resume.lastSeq;
+        link.send({ type: "session.resumed", session: { id: resume.sessionId, ...RESUMABLE }, replayed_after: resume.lastSeq });
+      },
+    });
+    const c = client(server.url);
+    const first = await c.connect();
+    const closed = await next(c, "close");
+    assert.equal(closed.code, 4000);
+    assert.equal(closed.willResume, true);
+    const resumed = await next(c, "resumed");
+    assert.equal(resumed.replayedAfter, 1);
+    assert.equal(query(await server.link(1)).get("last_seq"), "1");
+    assert.equal(c.sessionId, first.id);
+  });
+
+  test("closes that end the session on purpose do not reconnect: 1000, 4002", async () => {
+    for (const code of [1000, 4002]) {
+      const server = await fake({ session: RESUMABLE, onConnect: (link) => setTimeout(() => link.ws.close(code, "bye"), 20) });
+      const c = client(server.url);
+      let reconnects = 0;
+      c.on("reconnecting", () => reconnects++);
+      await c.connect();
+      const closed = await next(c, "close");
+      assert.deepEqual(closed, { code, reason: "bye", willReconnect: false, willResume: false, byClient: false });
+      await sleep(100);
+      assert.equal(c.state, "closed", String(code));
+      assert.equal(reconnects, 0, String(code));
+      assert.equal(server.links.length, 1, String(code));
+    }
+  });
+
+  test("a resume is tried only within the grace period: past it, a new session (session_lost 'expired')", async () => {
+    let blocked = true;
+    const server = await fake({
+      session: { resume_secret: "s3cret", resume_grace_ms: 150 },
+      refuse: () => (blocked ? 503 : null),
+      onConnect: (link, index) => {
+        if (index === 0) setTimeout(() => link.ws.terminate(), 20);
+      },
+    });
+    blocked = false;
+    const c = client(server.url, { reconnect: { initialDelayMs: 40, maxDelayMs: 40, jitter: 0 } });
+    await c.connect();
+    blocked = true;
+    const plans = /** @type {Array<{at: number, resume: boolean}>} */ ([]);
+    c.on("reconnecting", (e) => plans.push({ at: Date.now() + e.delayMs, resume: e.resume }));
+    const lostAt = (await next(c, "close")).willResume ? Date.now() : 0;
+    assert.ok(lostAt > 0, "the link was resumable");
+    await sleep(300);
+    blocked = false;
+    const lost = await next(c, "session_lost", 3000);
+    assert.equal(lost.reason, "expired");
+    const resumes = plans.filter((p) => p.resume);
+    assert.ok(resumes.length >= 2, JSON.stringify(plans));
+    for (const plan of resumes) assert.ok(plan.at <= lostAt + 150 + 5, `a resume attempt planned ${plan.at - lostAt} ms after the loss`);
+    assert.equal(plans.at(-1)?.resume, false);
+    assert.equal(query(server.links.at(-1)).get("resume"), null, "no resume asked past the grace period");
+  });
+
+  test("a ticket function gives a fresh single-use ticket for every connection, in ?ticket=", async () => {
+    const server = await fake({ onConnect: (link, index) => index === 0 && setTimeout(() => link.ws.close(1011), 20) });
+    let n = 0;
+    const c = client(server.url, { token: undefined, ticket: async () => `ticket-${++n}` });
+    await c.connect();
+    await next(c, "open");
+    assert.deepEqual(server.links.map((link) => query(link).get("ticket")), ["ticket-1", "ticket-2"]);
+    assert.equal(query(server.links[1]).get("access_token"), null);
+    assert.throws(() => new RealtimeClient({ url: server.url, WebSocket, ticket: /** @type {any} */ ("t") }), TypeError);
+    assert.throws(() => new RealtimeClient({ url: server.url, WebSocket, token: "t", ticket: async () => "t" }), TypeError);
+  });
+
+  test("audio while reconnecting is dropped and counted, never queued for later", async () => {
+    const server = await fake({ onConnect: (link, index) => index === 0 && setTimeout(() => link.ws.close(1011), 20) });
+    const c = client(server.url, { reconnect: { initialDelayMs: 150, jitter: 0 } });
+    await c.connect();
+    await next(c, "reconnecting");
+    assert.equal(c.appendAudio(new Int16Array([1, 2])), false);
+    assert.equal(c.appendAudio(new Uint8Array(6)), false);
+    assert.equal(c.droppedAudioFrames, 2);
+    assert.equal(c.droppedAudioBytes, 10);
+    const lost = await next(c, "session_lost");
+    assert.equal(lost.reason, "not_resumable", "1011 ended the session on the server");
+    assert.equal(c.appendAudio(new Int16Array([3])), true);
+    const link = await server.link(1);
+    const append = await withTimeout(link.next("input_audio_buffer.append"), 2000, "no append");
+    assert.deepEqual([...append.audio], [3, 0]);
+    assert.equal(link.received.filter((e) => e.type === "input_audio_buffer.append").length, 1);
   });
 });

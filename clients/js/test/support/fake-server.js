@@ -1,5 +1,5 @@
 // A scriptable stand-in for the server (ws), for client behaviours that need a misbehaving peer:
-// silence, abrupt closes, refusals, seq gaps. Speaks the real codec.
+// silence, abrupt closes, refusals, seq gaps, resumes that replay too much. Speaks the real codec.
 import { WebSocketServer } from "ws";
 
 import { SUBPROTOCOLS, decodeEvent, encodeEvent } from "../../src/codec.js";
@@ -11,6 +11,7 @@ import { SUBPROTOCOLS, decodeEvent, encodeEvent } from "../../src/codec.js";
  *   request: import("node:http").IncomingMessage,
  *   received: any[],
  *   seq: number,
+ *   session: () => Record<string, unknown>,
  *   send: (fields: Record<string, unknown>) => void,
  *   sendRaw: (data: Uint8Array | string) => void,
  *   next: (type?: string) => Promise<any>,
@@ -21,9 +22,11 @@ import { SUBPROTOCOLS, decodeEvent, encodeEvent } from "../../src/codec.js";
  * @param {{
  *   onConnect?: (link: FakeLink, index: number) => void | Promise<void>,
  *   refuse?: (request: import("node:http").IncomingMessage) => number | null,
+ *   onResume?: (link: FakeLink, resume: {sessionId: string, secret: string, lastSeq: number}) => void | Promise<void>,
  *   session?: Record<string, unknown>,
  *   answerSessionUpdate?: boolean,
- * }} [options] onConnect runs after session.created is sent; refuse returns an HTTP status to refuse with
+ * }} [options] onConnect runs after session.created is sent; refuse returns an HTTP status to refuse with;
+ *   onResume, when given, takes a connection that asks for a resume instead (no session.created is sent)
  */
 export async function startFakeServer(options = {}) {
   const { answerSessionUpdate = true } = options;
@@ -59,6 +62,7 @@ export async function startFakeServer(options = {}) {
       request,
       received: [],
       seq: 0,
+      session: () => ({}),
       send(fields) {
         link.seq++;
         const { type, ...rest } = fields;
@@ -98,9 +102,16 @@ export async function startFakeServer(options = {}) {
       ping_timeout_ms: 30_000,
       ...(options.session ?? {}),
     });
-    link.send({ type: "session.created", session: session() });
+    link.session = session;
+    const query = new URL(request.url ?? "/", "http://x").searchParams;
+    const resume = query.get("resume");
     links.push(link);
     for (const waiter of linkWaiters.splice(0)) waiter(link);
+    if (resume !== null && options.onResume) {
+      void options.onResume(link, { sessionId: resume, secret: query.get("resume_secret") ?? "", lastSeq: Number(query.get("last_seq")) });
+      return;
+    }
+    link.send({ type: "session.created", session: session() });
     void options.onConnect?.(link, links.length - 1);
   });
 

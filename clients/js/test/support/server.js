@@ -36,12 +36,14 @@ export function freePort() {
  *   token: (sub?: string) => string,
  *   log: () => string,
  *   stop: () => Promise<void>,
+ *   kill: () => Promise<void>,
  *   external: boolean,
  * }} TestServer
  */
 
 /**
- * Start the server (or use REALTIME_TEST_URL). `env` adds REALTIME_* settings.
+ * Start the server (or use REALTIME_TEST_URL). `env` adds REALTIME_* settings (REALTIME_PORT picks
+ * the port, e.g. to start a server again where one was).
  * @param {Record<string, string>} [env]
  * @returns {Promise<TestServer>}
  */
@@ -57,13 +59,16 @@ export async function startServer(env = {}) {
       token: () => fixed,
       log: () => "(external server)",
       stop: async () => {},
+      kill: async () => {
+        throw new Error("an external server cannot be killed by the tests");
+      },
       external: true,
     };
   }
   if (!existsSync(PYTHON)) {
     throw new Error(`no Python environment at ${PYTHON}: run ./dev setup (or set REALTIME_TEST_PYTHON)`);
   }
-  const port = await freePort();
+  const port = env.REALTIME_PORT ? Number(env.REALTIME_PORT) : await freePort();
   const llmPort = await freePort();
   const base = mkdtempSync(join(tmpdir(), "realtime-js-"));
   const logPath = join(base, "server.log");
@@ -113,25 +118,30 @@ export async function startServer(env = {}) {
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  /** @param {NodeJS.Signals} signal */
+  const stop = async (signal) => {
+    if (child.exitCode === null && child.signalCode === null && child.pid) {
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        /* gone */
+      }
+      const timer = setTimeout(killGroup, 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    process.removeListener("exit", killGroup);
+    rmSync(base, { recursive: true, force: true });
+  };
   return {
     httpUrl,
     wsUrl: `ws://127.0.0.1:${port}/ws`,
     token: (sub = "js-test") => mintToken(SECRET, { sub }),
     log,
     external: false,
-    stop: async () => {
-      if (child.exitCode === null && child.pid) {
-        try {
-          process.kill(-child.pid, "SIGTERM");
-        } catch {
-          /* gone */
-        }
-        const timer = setTimeout(killGroup, 20_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      process.removeListener("exit", killGroup);
-      rmSync(base, { recursive: true, force: true });
-    },
+    /** SIGTERM: a graceful shutdown (sessions close with 1001). */
+    stop: () => stop("SIGTERM"),
+    /** SIGKILL: a crash; its links end without a close frame. */
+    kill: () => stop("SIGKILL"),
   };
 }
