@@ -113,6 +113,7 @@ class Settings:
     model_lease_timeout: float | None = 60.0
     model_load_timeout: float | None = 300.0
     model_unload_timeout: float | None = 60.0
+    model_load_retry_interval: float | None = 10.0  # after a failed load, leases fail at once this long
     model_devices: tuple[str, ...] = ()  # "name=device" pins, e.g. "whisper=cuda:1,llm=cuda:0"
     llm_estimate_bytes: int = 1 << 30
     stt_estimate_bytes: int = 300 << 20

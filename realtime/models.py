@@ -40,6 +40,7 @@ def scheduler_config(s: Settings) -> SchedulerConfig:
         lease_timeout=s.model_lease_timeout,
         load_timeout=s.model_load_timeout,
         unload_timeout=s.model_unload_timeout,
+        load_retry_interval=s.model_load_retry_interval,
         pins=pins,
     )
 

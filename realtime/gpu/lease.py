@@ -23,6 +23,10 @@ class SchedulerConfig:
     load_timeout: float | None = 300.0
     unload_timeout: float | None = 60.0
     poll_interval: float = 0.5  # re-read free memory this often while someone waits (other processes change it)
+    # After a failed load, leases of that model fail at once for this long instead of loading again: an
+    # upstream that cannot load (an Ollama-API proxy without /api/generate, a broken model file) would
+    # otherwise cost every turn a failed load. None: retry on every lease.
+    load_retry_interval: float | None = 10.0
     pins: Mapping[str, str] = field(default_factory=dict)  # model name -> device
 
 

@@ -103,6 +103,7 @@ class GpuScheduler:
         self._pumping = False
         self._again = False
         self._closed = False
+        self._failed_loads: dict[str, tuple[float, str]] = {}  # name -> (when, device) of its last failed load
 
     # ---- registration ----
 
@@ -140,10 +141,24 @@ class GpuScheduler:
             raise UnknownModel(f"no model named {name!r} is registered", param=name)
         if self._closed:
             raise SchedulerClosed()
+        self._refuse_recent_failure(record)
         owner = asyncio.current_task()
         if self._ledger.try_acquire(record, self._clock(), owner):
             return Lease(self, record, owner)
         return await self._wait(record, owner, self.config.lease_timeout if timeout is _DEFAULT else timeout)
+
+    def _refuse_recent_failure(self, record: ModelRecord) -> None:
+        failed = self._failed_loads.get(record.name)
+        retry = self.config.load_retry_interval
+        if failed is None or retry is None or record.state is not ModelState.UNLOADED:
+            return
+        at, device = failed
+        ago = self._clock() - at
+        if ago < retry:
+            raise ModelLoadFailed(
+                f"model {record.name} failed to load on {device} {ago:.1f} s ago; it is tried again after {retry:g} s",
+                param=record.name,
+            )
 
     def release(self, lease: Lease) -> None:
         if lease._released:
@@ -285,6 +300,7 @@ class GpuScheduler:
                     raise TypeError(f"load() returned {measured!r}, not a byte count or None")
             except Exception as exc:
                 log.warning("loading %s on %s failed: %r", record.name, device, exc)
+                self._failed_loads[record.name] = (self._clock(), device)
                 await self._cleanup_failed_load(record)
                 self._apply(self._ledger.load_failed(record, lambda cause=exc: _load_failed(record, device, cause)))
                 return
@@ -310,6 +326,7 @@ class GpuScheduler:
                     measured >> 20,
                     record.estimate >> 20,
                 )
+            self._failed_loads.pop(record.name, None)
             self._apply(self._ledger.load_done(record, measured, self._clock()))
         finally:
             ops.in_flight -= 1

@@ -234,12 +234,28 @@ async def test_waiter_cancelled_right_after_its_grant_gives_the_lease_back() -> 
 
 async def test_failed_load_fails_its_waiters_and_the_next_lease_retries() -> None:
     """A load that raises gives ModelLoadFailed (cause chained) to its waiters; a later lease loads again."""
-    scheduler, _, models = scheduler_with({"a": 400 * MiB})
+    scheduler, _, models = scheduler_with({"a": 400 * MiB}, load_retry_interval=None)
     models["a"].fail_loads = 1
     results = await asyncio.gather(scheduler.acquire("a"), scheduler.acquire("a"), return_exceptions=True)
     assert all(isinstance(r, ModelLoadFailed) for r in results)
     assert isinstance(results[0].__cause__, RuntimeError) and results[0].code == "model_load_failed"
     assert state(scheduler, "a") == "unloaded"
+    async with scheduler.lease("a"):
+        assert models["a"].loaded_on == "cuda:0"
+    await scheduler.aclose()
+
+
+async def test_after_a_failed_load_leases_fail_at_once_until_the_retry_interval() -> None:
+    """Within load_retry_interval of a failed load, a lease fails without loading; after it, it loads again."""
+    scheduler, _, models = scheduler_with({"a": 400 * MiB}, load_retry_interval=0.2)
+    models["a"].fail_loads = 1
+    with pytest.raises(ModelLoadFailed):
+        await scheduler.acquire("a")
+    loads = models["a"].loads
+    with pytest.raises(ModelLoadFailed, match="tried again after"):
+        await scheduler.acquire("a")
+    assert models["a"].loads == loads, "no second load inside the interval"
+    await asyncio.sleep(0.25)
     async with scheduler.lease("a"):
         assert models["a"].loaded_on == "cuda:0"
     await scheduler.aclose()
