@@ -30,6 +30,8 @@ from realtime.gpu_scheduler import routes as model_routes
 from realtime.history import HistoryWriter
 from realtime.metrics import Metrics
 from realtime.models import build_scheduler
+from realtime.openai_compat import PATH as OPENAI_PATH
+from realtime.openai_compat import openai_realtime_endpoint
 from realtime.protocol import server_events as ev
 from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, encode_frame
 from realtime.protocol.server_events import ServerEvent
@@ -41,6 +43,7 @@ from realtime.voice import SpeechOut, Voice
 log = logging.getLogger("realtime.server")
 
 WS_PATH = "/ws"
+LLM_HTTP_SHARDS = 16
 
 
 class StarletteTransport:
@@ -82,7 +85,8 @@ class Realtime:
     speech: SpeechOut | None = None
     scheduler: GpuScheduler | None = None
     metrics: Metrics = field(default_factory=Metrics)
-    http: httpx.AsyncClient | None = None
+    http: httpx.AsyncClient | None = None  # for the model scheduler's Ollama requests (one of http_shards)
+    http_shards: list[httpx.AsyncClient] = field(default_factory=list)  # the LLM client's pools
     db: Database | None = None
     embedded_db: EmbeddedPostgres | None = None
     history: HistoryWriter | None = None
@@ -134,7 +138,9 @@ class Realtime:
     def resumable(self, user: str, session_id: str, secret: str, last_seq: int) -> Session | None:
         """The session to resume, or None: unknown, ended, another user's, wrong secret, or too much missed."""
         session = self.sessions.get(session_id)
-        if session is None or session.user != user or not secrets.compare_digest(session.resume_secret, secret):
+        # bytes: compare_digest refuses str with non-ASCII characters (TypeError), and the secret is the client's
+        given = secret.encode("utf-8", "replace")
+        if session is None or session.user != user or not secrets.compare_digest(session.resume_secret.encode(), given):
             return None
         return session if session.can_resume(last_seq) else None
 
@@ -177,11 +183,16 @@ async def open_database(settings: Settings) -> tuple[Database | None, EmbeddedPo
 
 
 def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realtime:
-    http = None
+    http: list[httpx.AsyncClient] = []
     if llm is None:
-        # one kept-alive upstream connection per concurrently answering session, up to the session limit
-        limits = httpx.Limits(max_connections=settings.max_sessions, max_keepalive_connections=settings.max_sessions)
-        http = httpx.AsyncClient(limits=limits)
+        # One kept-alive upstream connection per concurrently answering session, up to the session limit,
+        # spread over pools of about 8 (see OllamaChat: a big pool costs CPU per request), sharing one TLS
+        # context (building one per client is slow).
+        shards = max(1, min(LLM_HTTP_SHARDS, settings.max_sessions // 8))
+        per_shard = -(-settings.max_sessions // shards)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        tls = httpx.create_ssl_context()
+        http = [httpx.AsyncClient(limits=limits, verify=tls) for _ in range(shards)]
         timeouts = OllamaTimeouts(
             connect=settings.llm_connect_timeout,
             first_token=settings.llm_first_token_timeout,
@@ -193,7 +204,8 @@ def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realti
         authority=TokenAuthority(settings),
         registry=SessionRegistry(settings.max_sessions, settings.max_sessions_per_user),
         llm=llm,
-        http=http,
+        http=http[0] if http else None,
+        http_shards=http,
     )
 
 
@@ -393,8 +405,8 @@ def create_app(
                 await rt.voice.aclose()
             if rt.scheduler is not None:
                 await rt.scheduler.aclose()  # unloads every model (the LLM too, from Ollama)
-            if rt.http is not None:
-                await rt.http.aclose()
+            for client in rt.http_shards:
+                await client.aclose()
             if rt.history is not None:
                 await rt.history.aclose()  # sessions are closed: store what they left, then stop
             if rt.db is not None:
@@ -416,6 +428,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute(WS_PATH, websocket_endpoint),
+        WebSocketRoute(OPENAI_PATH, openai_realtime_endpoint),  # the OpenAI Realtime dialect
         *_web_routes(),
         *model_routes(
             lambda: getattr(app.state, "realtime", None) and app.state.realtime.scheduler,

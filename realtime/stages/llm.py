@@ -95,10 +95,26 @@ def _short(text: str) -> str:
 class OllamaChat:
     """Client of one Ollama (or Ollama-compatible) server."""
 
-    def __init__(self, base_url: str, http: httpx.AsyncClient, timeouts: OllamaTimeouts | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
+        timeouts: OllamaTimeouts | None = None,
+    ) -> None:
+        """`http` may be several clients (shards), taken in turn: httpcore scans every connection of a pool
+        on each request and each response end (and asks each idle one whether its socket is readable), so
+        one pool of 50 connections cost more CPU per turn than the turn's own work; pools of a few do not."""
         self.base_url = base_url.rstrip("/")
-        self._http = http
+        self._clients = [http] if isinstance(http, httpx.AsyncClient) else list(http)
+        if not self._clients:
+            raise ValueError("OllamaChat needs at least one HTTP client")
+        self._turn = 0
         self._timeouts = timeouts or OllamaTimeouts()
+
+    def _client(self) -> httpx.AsyncClient:
+        """The next shard."""
+        self._turn = (self._turn + 1) % len(self._clients)
+        return self._clients[self._turn]
 
     def _timeout(self) -> httpx.Timeout:
         # Reads are bounded by our own first-token/idle deadlines below, not by httpx.
@@ -107,7 +123,7 @@ class OllamaChat:
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         url = f"{self.base_url}/api/chat"
         try:
-            async with self._http.stream("POST", url, json=request.payload(), timeout=self._timeout()) as resp:
+            async with self._client().stream("POST", url, json=request.payload(), timeout=self._timeout()) as resp:
                 if resp.status_code != 200:
                     raise await self._status_error(resp, request.model)
                 done: ChatDone | None = None
@@ -184,7 +200,7 @@ class OllamaChat:
     async def version(self) -> str:
         """GET /api/version; raises UpstreamUnavailable when nothing answers like Ollama."""
         try:
-            resp = await self._http.get(f"{self.base_url}/api/version", timeout=self._timeout())
+            resp = await self._client().get(f"{self.base_url}/api/version", timeout=self._timeout())
             resp.raise_for_status()
             version = resp.json().get("version")
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
