@@ -27,6 +27,7 @@ from realtime.errors import (
     Forbidden,
     InvalidState,
     ItemNotFound,
+    MessageTooLarge,
     NoActiveResponse,
     RealtimeError,
     ServerError,
@@ -34,16 +35,18 @@ from realtime.errors import (
 )
 from realtime.gpu_scheduler import GpuError, GpuScheduler, ModelLoadFailed
 from realtime.history import HistoryWriter, MessageRecord
-from realtime.listener import CommittedTurn, Listener, ListenerConfig, NotListening
+from realtime.listener import CommittedTurn, InvalidAudio, Listener, ListenerConfig, NotListening
 from realtime.metrics import Metrics
 from realtime.models import LLM
 from realtime.protocol import server_events as ev
 from realtime.protocol.client_events import (
     ClientEvent,
     ConversationItemCreate,
+    InputAudio,
     InputAudioAppend,
     InputAudioClear,
     InputAudioCommit,
+    ItemDelete,
     ItemTruncate,
     Limits,
     ModelsStatus,
@@ -60,8 +63,10 @@ from realtime.protocol.heartbeat import Due, Heartbeat
 from realtime.protocol.server_events import ServerEvent
 from realtime.protocol.state import ConnectionState, State, Trigger
 from realtime.speaker import Speaker, SpokenPiece, heard_text
+from realtime.stages.audio import Resampler, pcm16_to_float
 from realtime.stages.llm import ChatBackend, ChatDelta, ChatDone, ChatRequest
 from realtime.stages.reasoning import Part, ThinkSplitter
+from realtime.stages.stt import is_hallucination
 from realtime.stages.tts import TtsFailed
 from realtime.stages.turn_detection import TurnDetectionConfig
 from realtime.voice import SpeechOut, Voice
@@ -130,6 +135,7 @@ class Link:
     heartbeat: Heartbeat
     ended: asyncio.Future[CloseReason] | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    resumable: bool = True  # False: a lost link ends the session (nobody can resume it)
 
 
 # Links that end like this were lost, not closed (no close frame: 1005/1006 as the websocket layer
@@ -335,12 +341,23 @@ class Session:
         finally:
             self._ended.set()
 
-    async def serve(self, transport: Transport, encoding: Encoding, *, resume_after: int | None = None) -> None:
+    async def serve(
+        self,
+        transport: Transport,
+        encoding: Encoding,
+        *,
+        resume_after: int | None = None,
+        heartbeat: bool = True,
+        resumable: bool = True,
+    ) -> None:
         """Serve one websocket link until it ends. A dropped link leaves the session detached for
-        `resume_grace` seconds, keeping what it sends for a resume; a clean close ends the session."""
-        link = Link(
-            transport, encoding, Heartbeat(self._clock(), self._settings.ping_interval, self._settings.ping_timeout)
-        )
+        `resume_grace` seconds, keeping what it sends for a resume; a clean close ends the session.
+
+        A link whose client does not speak our ping/pong (the OpenAI dialect) has `heartbeat=False` (the
+        transport's control pings still find dead peers), and one that cannot be resumed `resumable=False`."""
+        s = self._settings
+        beat = Heartbeat(self._clock(), s.ping_interval, s.ping_timeout) if heartbeat else Heartbeat(0.0, None, None)
+        link = Link(transport, encoding, beat, resumable=resumable)
         link.ended = asyncio.get_running_loop().create_future()
         first = self._links == 0
         self._links += 1
@@ -395,7 +412,7 @@ class Session:
         async with self._send_lock:
             self._link = None
         grace = self._settings.resume_grace
-        if grace is None or reason.code not in LOST_LINK_CODES:
+        if grace is None or not link.resumable or reason.code not in LOST_LINK_CODES:
             self.request_close(reason.code, reason.reason, by_peer=True)
             return
         self.log.info("link lost (%s %s): detached, resumable for %.0fs", reason.code, reason.reason, grace)
@@ -529,12 +546,15 @@ class Session:
     async def _handle_frame(self, link: Link, data: bytes | str) -> None:
         raw: dict[str, Any] | None = None
         encoding = link.encoding
+        taken_at = time.perf_counter()
         try:
             raw = decode_frame(data, encoding, max_size=self._settings.max_message_size)
             event = parse_client_event(raw, base64_binary=encoding is Encoding.JSON, limits=self._limits)
             if not self._conn.accepts(event.TYPE):
                 return
             await self._dispatch(link, event)
+            if isinstance(event, InputAudioAppend) and self._metrics is not None:
+                self._metrics.audio_frame.observe(time.perf_counter() - taken_at)  # bench/load.py reads it
         except (ClientError, ServerError) as exc:  # both carry a message safe to show
             event_id, event_type = peek_ids(raw) if raw is not None else (None, None)
             await self._client_error(exc, event_id, event_type)
@@ -566,6 +586,8 @@ class Session:
                 await self._require_listener().clear()
             case ItemTruncate():
                 await self._truncate(event)
+            case ItemDelete():
+                await self._delete_item(event)
             case ModelsStatus():
                 if not self.admin:
                     raise Forbidden("Model status needs an admin token.", param="type")
@@ -574,15 +596,15 @@ class Session:
                 await self._emit(ev.models_status(self._scheduler.status(), event.event_id))
             case ConversationItemCreate():
                 await self._abort_speculation()
+                text, content = await self._item_content(event)
                 async with self._turn_lock:
                     if event.role == "user" and self.response is not None:
                         await self._cancel_response("superseded")
                     item_id = self._new_id("item")
-                    self.history.append(HistoryEntry(event.role, event.text, item_id=item_id))
+                    self.history.append(HistoryEntry(event.role, text, item_id=item_id))
                     self._trim_history()
-                    content = [part.to_wire() for part in event.content]
                     await self._emit(ev.item_created(item_id, event.role, content))
-                    await self._record(item_id, event.role, event.text)
+                    await self._record(item_id, event.role, text)
             case ResponseCreate():
                 await self._abort_speculation()
                 if self._listener is not None:
@@ -718,7 +740,8 @@ class Session:
         response = self._new_response(self.config, held=True)
         response.tentative_text = transcript
         self._speculation = response
-        await self._emit_for(response, ev.response_created(response.id, response.item_id, self.config.model))
+        spoken = self._spoken_format(self.config)
+        await self._emit_for(response, ev.response_created(response.id, response.item_id, self.config.model, spoken))
         self._start_speaker(response)
         response.task = self._spawn(self._generate(response, messages), f"speculative:{response.id}")
 
@@ -771,6 +794,45 @@ class Session:
                 self.log.info("barge-in after %d ms of speech: interrupting %s", duration_ms, response.id)
                 response.interrupted_at = self._clock()
                 await self._cancel_response("barge_in", status="interrupted")
+
+    async def _item_content(self, event: ConversationItemCreate) -> tuple[str, list[dict[str, Any]]]:
+        """An item's text and its content as echoed: audio parts are transcribed (as a spoken turn is)."""
+        texts: list[str] = []
+        content: list[dict[str, Any]] = []
+        for part in event.content:
+            if isinstance(part, InputAudio):
+                transcript = await self._transcribe_clip(part.audio)
+                texts.append(transcript)
+                content.append({"type": "input_audio", "transcript": transcript})
+            else:
+                texts.append(part.text)
+                content.append(part.to_wire())
+        return "".join(texts), content
+
+    async def _transcribe_clip(self, pcm: bytes) -> str:
+        fmt = self.config.input_audio_format
+        if self._voice is None or fmt is None:
+            raise NotListening("Audio content needs voice input (input_audio_format is null).", param="item.content")
+        if len(pcm) % 2:
+            raise InvalidAudio("audio must be whole PCM16 samples (an even number of bytes)", param="item.content")
+        rate = fmt["sample_rate"]
+        if len(pcm) // 2 > rate * self._settings.max_turn_ms // 1000:
+            raise MessageTooLarge(f"audio content is longer than {self._settings.max_turn_ms} ms", param="item.content")
+        samples = Resampler(rate).process(pcm16_to_float(pcm), last=True)
+        language = self.config.input_audio_transcription.get("language")
+        transcript = await self._voice.transcribe(object(), samples, [], language, final=True)
+        return "" if transcript is None or is_hallucination(transcript) else transcript.text.strip()
+
+    async def _delete_item(self, event: ItemDelete) -> None:
+        """Remove an item from the history the model sees (a stored conversation keeps it)."""
+        async with self._turn_lock:
+            if self.response is not None and self.response.item_id == event.item_id:
+                raise InvalidState("The running response's item cannot be deleted.", param="item_id")
+            index = next((i for i, h in enumerate(self.history) if h.item_id == event.item_id), None)
+            if index is None:
+                raise ItemNotFound(f"No item '{event.item_id}' in this session.", param="item_id")
+            del self.history[index]
+            await self._emit(ev.item_deleted(event.item_id))
 
     async def _truncate(self, event: ItemTruncate) -> None:
         """The client says how much of an assistant item it played: history keeps only that much."""
@@ -927,7 +989,8 @@ class Session:
         response.released.set()
         self._conn.apply(Trigger.RESPONSE_START)
         self.response = response
-        await self._emit(ev.response_created(response.id, response.item_id, settings.model))
+        spoken = self._spoken_format(settings)
+        await self._emit(ev.response_created(response.id, response.item_id, settings.model, spoken))
         self._start_speaker(response)
         response.task = self._spawn(self._generate(response, self._llm_messages(settings)), f"response:{response.id}")
 
@@ -939,6 +1002,10 @@ class Session:
             started_at=self._clock(),
             held=[] if held else None,
         )
+
+    def _spoken_format(self, settings: SessionSettings) -> dict[str, Any] | None:
+        """The audio format of a response with these settings; None when it is not spoken."""
+        return settings.output_audio_format if self._speech is not None else None
 
     def _start_speaker(self, response: Response) -> None:
         settings = response.settings

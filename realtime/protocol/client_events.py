@@ -44,15 +44,25 @@ class OutputText:
         return {"type": self.type, "text": self.text}
 
 
-ContentPart = InputText | OutputText
+@dataclass(frozen=True, slots=True)
+class InputAudio:
+    """Recorded user speech (PCM16 at the session's input rate); the server transcribes it into the item."""
 
-# Settings a client may change with session.update; response.create may override the first five.
-RESPONSE_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning")
+    audio: bytes
+    type: ClassVar[str] = "input_audio"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "audio": self.audio}
+
+
+ContentPart = InputText | OutputText | InputAudio
+
+# Settings a client may change with session.update; response.create may override these for one response.
+RESPONSE_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning", "output_audio_format")
 SESSION_FIELDS = (
     *RESPONSE_FIELDS,
     "conversation_id",
     "input_audio_format",
-    "output_audio_format",
     "turn_detection",
     "input_audio_transcription",
 )
@@ -77,7 +87,8 @@ class ConversationItemCreate:
 
     @property
     def text(self) -> str:
-        return "".join(part.text for part in self.content)
+        """The typed text (audio parts have none until the session transcribes them)."""
+        return "".join(part.text for part in self.content if not isinstance(part, InputAudio))
 
     def to_wire(self) -> dict[str, Any]:
         item = {"type": "message", "role": self.role, "content": [p.to_wire() for p in self.content]}
@@ -152,6 +163,18 @@ class ItemTruncate:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemDelete:
+    """Remove an item from the conversation the model sees."""
+
+    item_id: str
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "conversation.item.delete"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, item_id=self.item_id)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelsStatus:
     """Ask for the model residency status (admin tokens only): answered by a models.status event."""
 
@@ -195,6 +218,7 @@ ClientEvent = (
     | InputAudioCommit
     | InputAudioClear
     | ItemTruncate
+    | ItemDelete
     | ModelsStatus
     | Ping
     | Pong
@@ -305,8 +329,12 @@ def _transcription(f: Fields) -> dict[str, Any]:
 
 
 def _content(part: Fields, role: str, limits: Limits) -> ContentPart:
-    expected = "output_text" if role == "assistant" else "input_text"
-    kind = part.str("type", choices=frozenset({expected}))
+    expected = {"assistant": {"output_text"}, "user": {"input_text", "input_audio"}}.get(role, {"input_text"})
+    kind = part.str("type", choices=frozenset(expected))
+    if kind == "input_audio":
+        audio = part.binary("audio", max_size=limits.max_audio_bytes)
+        part.done()
+        return InputAudio(audio)
     text = part.str("text", max_len=limits.max_text_chars)
     part.done()
     return OutputText(text) if kind == "output_text" else InputText(text)
@@ -321,7 +349,7 @@ def _parse_item_create(f: Fields, event_id: str | None, limits: Limits) -> Conve
     parts = item.objects("content", max_items=MAX_CONTENT_PARTS, min_items=1)
     content = tuple(_content(p, role, limits) for p in parts)
     item.done()
-    if sum(len(p.text) for p in content) > limits.max_text_chars:
+    if sum(len(p.text) for p in content if not isinstance(p, InputAudio)) > limits.max_text_chars:
         raise MessageTooLarge(f"message text is longer than {limits.max_text_chars} characters", param="item.content")
     return ConversationItemCreate(role=role, content=content, event_id=event_id)
 
@@ -366,6 +394,10 @@ def parse_client_event(
         audio_end_ms = f.int("audio_end_ms", minimum=0, maximum=MAX_SAFE_INTEGER)
         f.done()
         return ItemTruncate(item_id, audio_end_ms, event_id)
+    if type_ == ItemDelete.TYPE:
+        item_id = f.str("item_id", max_len=64)
+        f.done()
+        return ItemDelete(item_id, event_id)
     if type_ in (Ping.TYPE, Pong.TYPE):
         ts = f.int("ts", minimum=0, maximum=MAX_SAFE_INTEGER)
         f.done()

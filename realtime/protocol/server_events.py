@@ -44,8 +44,13 @@ def item_created(item_id: str, role: str, content: list[dict[str, Any]]) -> Serv
     return ServerEvent("conversation.item.created", {"item": item})
 
 
-def response_created(response_id: str, item_id: str, model: str) -> ServerEvent:
-    response = {"id": response_id, "status": "in_progress", "item_id": item_id, "model": model}
+def response_created(
+    response_id: str, item_id: str, model: str, output_audio_format: Mapping[str, Any] | None = None
+) -> ServerEvent:
+    """`output_audio_format` is given only for a spoken response (its audio format)."""
+    response: dict[str, Any] = {"id": response_id, "status": "in_progress", "item_id": item_id, "model": model}
+    if output_audio_format is not None:
+        response["output_audio_format"] = dict(output_audio_format)
     return ServerEvent("response.created", {"response": response})
 
 
@@ -184,6 +189,10 @@ def item_truncated(item_id: str, audio_end_ms: int, transcript: str) -> ServerEv
     return ServerEvent(
         "conversation.item.truncated", {"item_id": item_id, "audio_end_ms": audio_end_ms, "transcript": transcript}
     )
+
+
+def item_deleted(item_id: str) -> ServerEvent:
+    return ServerEvent("conversation.item.deleted", {"item_id": item_id})
 
 
 def models_status(status: Mapping[str, Any], event_id: str | None = None) -> ServerEvent:

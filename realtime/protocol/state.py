@@ -44,6 +44,7 @@ _ALL = frozenset(
         "input_audio_buffer.commit",
         "input_audio_buffer.clear",
         "conversation.item.truncate",
+        "conversation.item.delete",
         "models.status",
         "ping",
         "pong",
