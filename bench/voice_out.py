@@ -101,9 +101,18 @@ async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[s
     await sender
     if stopper is not None:
         await stopper
-    if interrupt:  # the interruption is a turn of its own: let it finish (its reply is cancelled)
+    if interrupt and stopper is None:  # the reply ended before 1.5 s of audio: nothing to speak over
+        interrupt = False
+    if interrupt:  # the interruption is a turn of its own: let it finish (its reply, if any, is cancelled)
+        seen: list[str] = []
         while True:
-            event = await client.recv()
+            try:
+                event = await client.recv()
+            except TimeoutError:
+                raise SystemExit(f"no end to the interruption's turn; events after the reply: {seen}") from None
+            seen.append(event["type"])
+            if event["type"].endswith("input_audio_transcription.completed") and not event["transcript"]:
+                break  # heard as noise: no turn, no reply
             if event["type"] == "response.created":
                 await client.send({"type": "response.cancel"})
             if event["type"] == "response.done":
@@ -116,7 +125,7 @@ async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[s
         "transcript_ms": metrics.get("speech_end_to_transcript_ms"),
         "first_token_ms": metrics.get("speech_end_to_first_token_ms"),
         "interrupt_ms": metrics.get("interrupt_to_stop_ms") if done["status"] == "interrupted" else None,
-        "status_ok": float(done["status"] == ("interrupted" if interrupt else "cancelled")),
+        "status_ok": float(done["status"] == ("interrupted" if interrupt else "cancelled" if stopper else "completed")),
         "late": float(late),
         "audio_ms": float(audio_ms),
     }
@@ -131,9 +140,11 @@ async def main_async(args: argparse.Namespace) -> None:
     env = {
         "REALTIME_EMBEDDED_LLM": "always",
         "REALTIME_EMBEDDED_LLM_PORT": str(free_port()),
-        "REALTIME_LOG_LEVEL": "WARNING",
+        "REALTIME_LOG_LEVEL": "INFO" if args.verbose else "WARNING",
     }
     server = ServerProcess(env, state / "state", state / "server.log").start(timeout=120)
+    if args.verbose:
+        print("server log:", state / "server.log", flush=True)
     rows = []
     try:
         async with await RealtimeClient.connect(server.ws_url, server.token("bench")) as client:
@@ -147,6 +158,8 @@ async def main_async(args: argparse.Namespace) -> None:
             await client.recv()
             for i in range(args.turns):
                 rows.append(await turn(client, QUESTIONS[i % len(QUESTIONS)], interrupt=i % 3 == 2))
+                if args.verbose:
+                    print(i, {k: None if v is None else round(v) for k, v in rows[-1].items()}, flush=True)
     finally:
         server.stop()
 
@@ -188,6 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--silence-ms", type=int, default=500, help="turn_detection.silence_duration_ms")
     parser.add_argument("--turns", type=int, default=21)
+    parser.add_argument("--verbose", action="store_true", help="print each turn; server log at INFO (path printed)")
     asyncio.run(main_async(parser.parse_args()))
 
 
