@@ -81,6 +81,39 @@ async def test_text_and_spoken_turns_are_stored_once_in_order(db_server: ServerP
     assert messages[1]["timings"]["first_token_ms"] is not None
 
 
+async def test_drop_mid_reply_resume_and_the_conversation_is_stored_complete(db_server: ServerProcess) -> None:
+    """Log in, ask, lose the link mid-reply, resume: the rest of the reply arrives and is stored whole, once."""
+    account = await _signup(db_server, "tunnel")
+    token = account["access_token"]
+    client = await RealtimeClient.connect(db_server.ws_url, token)
+    await client.send({"type": "session.update", "session": {"model": "story"}})
+    await client.recv_until("session.updated")
+    await client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"role": "user", "content": [{"type": "input_text", "text": "a story"}]},
+        }
+    )
+    await client.send({"type": "response.create"})
+    seen: list[dict[str, Any]] = []
+    while len([e for e in seen if e["type"] == "response.text.delta"]) < 5:
+        seen.append(await client.recv())
+    args = client.resume_args()
+    client.ws.transport.abort()  # no close frame: a lost link, not a goodbye
+    await asyncio.sleep(0.3)
+    again = await RealtimeClient.connect(db_server.ws_url, token, resume=args)
+    while seen[-1]["type"] != "response.done":
+        seen.append(await again.recv())
+    full = seen[-1]["response"]["output_text"]
+    assert "".join(e["delta"] for e in seen if e["type"] == "response.text.delta") == full
+    assert seen[-1]["response"]["status"] == "completed" and full.startswith("Once upon a time")
+    await again.send({"type": "session.update", "session": {}})
+    conversation_id = (await again.recv_until("session.updated"))[-1]["session"]["conversation_id"]
+    await again.close()
+    messages = await _messages(db_server, token, conversation_id, 2)
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "a story"), ("assistant", full)]
+
+
 async def test_continue_a_stored_conversation_after_a_server_restart(
     server_factory: ServerFactory, fake_ollama: FakeOllama, postgres: EmbeddedPostgres
 ) -> None:
