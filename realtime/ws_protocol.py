@@ -26,3 +26,20 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.handshake_complete = True
         self.close_sent = True
         self.transport.close()
+
+    def send_receive_event_to_app(self) -> None:
+        """A text message with invalid UTF-8 gets close 1007, as in uvicorn, but without uvicorn's ERROR log
+        and traceback for each one (any client could flood the log with them)."""
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            self.frames = [data]
+            if not data.isascii():
+                try:
+                    data.decode()
+                except UnicodeDecodeError:
+                    log.info("closed websocket: invalid UTF-8 in a text message")
+                    self.frames = []
+                    self.conn.send_close(1007)
+                    self.handle_parser_exception()
+                    return
+        super().send_receive_event_to_app()

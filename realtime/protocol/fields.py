@@ -150,10 +150,16 @@ class Fields:
             return default
         if value is None and nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._wrong(key, "a finite number", value)
+        try:
+            number = float(value)  # JSON integers are unbounded: 10**400 does not fit a float
+        except OverflowError:
+            raise self._wrong(key, "a finite number", value) from None
+        if not math.isfinite(number):
             raise self._wrong(key, "a finite number", value)
         self._check_range(key, value, minimum, maximum)
-        return float(value)
+        return number
 
     def bool(self, key: str, *, required: bool = True, nullable: bool = False, default: Any = None) -> Any:
         value = self._get(key, required)

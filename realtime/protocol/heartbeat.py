@@ -34,7 +34,8 @@ class Heartbeat:
         self._last_inbound = now
 
     def poll(self, now: float) -> Due:
-        if self.timeout is not None and now - self._last_inbound >= self.timeout:
+        # `last + timeout`, not `now - last`: the same float next_deadline() announces, so poll(deadline) fires
+        if self.timeout is not None and now >= self._last_inbound + self.timeout:
             return Due.TIMED_OUT
         if self._next_ping is not None and now >= self._next_ping:
             return Due.SEND_PING
