@@ -85,10 +85,22 @@ export interface Session {
 // ---- client events (§4.1) ------------------------------------------------------------------------
 
 export type TextPart = { type: "input_text" | "output_text"; text: string };
+/** What `createItem`/`ask`/`sendText` take as a message's parts: text, an image (JPEG, PNG or WebP bytes) or
+ * recorded speech (PCM16 at the session's input rate, transcribed into the item); images and audio on user
+ * messages only. */
+export type ContentInput =
+  | string
+  | { text: string }
+  | { image: Uint8Array | ArrayBuffer | ArrayBufferView }
+  | { audio: Uint8Array | ArrayBuffer | ArrayBufferView };
+export type InputPart =
+  | TextPart
+  | { type: "input_image"; image: Uint8Array }
+  | { type: "input_audio"; audio: Uint8Array };
 
 export type ClientEvent =
   | { type: "session.update"; event_id?: string; session: SessionSettings }
-  | { type: "conversation.item.create"; event_id?: string; item: { type?: "message"; role: "user" | "assistant" | "system"; content: TextPart[] } }
+  | { type: "conversation.item.create"; event_id?: string; item: { type?: "message"; role: "user" | "assistant" | "system"; content: InputPart[] } }
   | { type: "response.create"; event_id?: string; response?: ResponseSettings }
   | { type: "response.cancel"; event_id?: string; response_id?: string }
   | { type: "input_audio_buffer.append"; event_id?: string; audio: Uint8Array }
@@ -102,7 +114,7 @@ export declare namespace events {
   function sessionUpdate(session: SessionSettings, eventId?: string): Extract<ClientEvent, { type: "session.update" }>;
   function conversationItemCreate(
     role: "user" | "assistant" | "system",
-    content: string | readonly string[],
+    content: string | readonly ContentInput[],
     eventId?: string,
   ): Extract<ClientEvent, { type: "conversation.item.create" }>;
   function responseCreate(overrides?: ResponseSettings, eventId?: string): Extract<ClientEvent, { type: "response.create" }>;
@@ -335,10 +347,10 @@ export declare class RealtimeClient implements AsyncIterable<ServerEvent> {
 
   send(event: ClientEvent | Record<string, unknown>): boolean;
   updateSession(settings: SessionSettings): Promise<Session>;
-  createItem(role: "user" | "assistant" | "system", content: string | readonly string[]): Promise<ConversationItem>;
+  createItem(role: "user" | "assistant" | "system", content: string | readonly ContentInput[]): Promise<ConversationItem>;
   createResponse(overrides?: ResponseSettings): string | null;
-  sendText(text: string, overrides?: ResponseSettings): boolean;
-  ask(text: string, overrides?: ResponseSettings): Promise<ResponseResult>;
+  sendText(text: string | readonly ContentInput[], overrides?: ResponseSettings): boolean;
+  ask(text: string | readonly ContentInput[], overrides?: ResponseSettings): Promise<ResponseResult>;
   cancelResponse(responseId?: string): boolean;
   appendAudio(pcm16: Uint8Array | Int16Array | ArrayBuffer): boolean;
   commitAudio(): boolean;

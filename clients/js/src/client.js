@@ -829,7 +829,7 @@ export class RealtimeClient {
   /**
    * conversation.item.create; resolves with the created item.
    * @param {"user" | "assistant" | "system"} role
-   * @param {string | readonly string[]} content
+   * @param {string | readonly import("../index.js").ContentInput[]} content
    */
   async createItem(role, content) {
     const event = await this._request(build.conversationItemCreate(role, content, this._id("c")), "conversation.item.created");
@@ -849,7 +849,7 @@ export class RealtimeClient {
   /**
    * A user message and a response.create (conversation.item.create + response.create). Returns
    * false when not connected. Use `ask()` to wait for the reply.
-   * @param {string} text
+   * @param {string | readonly import("../index.js").ContentInput[]} text a message, or its parts (text, images)
    * @param {ResponseSettings} [overrides]
    */
   sendText(text, overrides) {
@@ -863,7 +863,7 @@ export class RealtimeClient {
    * response exists (`response.created` came): the resume delivers the rest. It rejects when the
    * link closes before that (it is unknown whether the server got the request), when the session
    * cannot be resumed (`session_lost`), or when the client closes for good.
-   * @param {string} text
+   * @param {string | readonly import("../index.js").ContentInput[]} text a message, or its parts (text, images)
    * @param {ResponseSettings} [overrides]
    * @returns {Promise<ResponseResult>}
    */

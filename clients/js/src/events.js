@@ -11,6 +11,7 @@ export const CLIENT_EVENT_TYPES = Object.freeze([
   "input_audio_buffer.commit",
   "input_audio_buffer.clear",
   "conversation.item.truncate",
+  "conversation.item.delete",
   "ping",
   "pong",
 ]);
@@ -28,6 +29,7 @@ export const SERVER_EVENT_TYPES = Object.freeze([
   "response.audio.delta",
   "response.done",
   "conversation.item.truncated",
+  "conversation.item.deleted",
   "input_audio_buffer.speech_started",
   "input_audio_buffer.speech_stopped",
   "input_audio_buffer.committed",
@@ -65,16 +67,38 @@ export function sessionUpdate(session, eventId) {
 }
 
 /**
- * A message item. `content` is a string (one part) or the parts' texts; the part type follows the role.
+ * A message item. `content` is a string (one part) or a list of parts: strings become text parts (of
+ * the type the role takes), `{image}` an `input_image` part (JPEG, PNG or WebP bytes) and `{audio}` an
+ * `input_audio` part (PCM16 at the session's input rate); both only on user messages. Bytes go as msgpack
+ * `bin`, or base64 in JSON.
  * @param {"user" | "assistant" | "system"} role
- * @param {string | readonly string[]} content
+ * @param {string | readonly import("../index.js").ContentInput[]} content
  * @param {string} [eventId]
  */
 export function conversationItemCreate(role, content, eventId) {
   const partType = role === "assistant" ? "output_text" : "input_text";
-  const texts = typeof content === "string" ? [content] : content;
-  const item = { type: "message", role, content: texts.map((text) => ({ type: partType, text })) };
+  const parts = typeof content === "string" ? [content] : content;
+  const item = { type: "message", role, content: parts.map((part) => contentPart(part, partType)) };
   return wire("conversation.item.create", eventId, { item });
+}
+
+/**
+ * @param {import("../index.js").ContentInput} part
+ * @param {string} partType
+ */
+function contentPart(part, partType) {
+  if (typeof part === "string") return { type: partType, text: part };
+  if ("image" in part && part.image !== undefined) return { type: "input_image", image: bytesOf(part.image) };
+  if ("audio" in part && part.audio !== undefined) return { type: "input_audio", audio: bytesOf(part.audio) };
+  if ("text" in part && typeof part.text === "string") return { type: partType, text: part.text };
+  throw new TypeError("a content part is a string, {text}, {image} or {audio}");
+}
+
+/** @param {Uint8Array | ArrayBuffer | ArrayBufferView} data */
+function bytesOf(data) {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /**

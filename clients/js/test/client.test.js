@@ -320,6 +320,45 @@ describe("events", () => {
   });
 });
 
+describe("content parts", () => {
+  test("images and audio go as bytes: msgpack bin, JSON base64; strings and {text} as text parts", async () => {
+    for (const encoding of /** @type {const} */ (["msgpack", "json"])) {
+      const server = await fake({
+        onConnect: async (link) => {
+          const create = await link.next("conversation.item.create");
+          const item = { id: "item_1", type: "message", role: "user", content: [] };
+          link.send({ type: "conversation.item.created", event_id: create.event_id, item });
+        },
+      });
+      const c = client(server.url, { encoding });
+      await c.connect();
+      const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
+      await c.createItem("user", ["What is this?", { image: png }, { audio: new Int16Array([1, -1]) }, { text: "!" }]);
+      const create = (await server.link(0)).received.find((e) => e.type === "conversation.item.create");
+      const [text, image, audio, bang] = create.item.content;
+      assert.deepEqual(text, { type: "input_text", text: "What is this?" });
+      assert.deepEqual(bang, { type: "input_text", text: "!" });
+      assert.equal(image.type, "input_image");
+      assert.equal(audio.type, "input_audio");
+      if (encoding === "msgpack") {
+        assert.deepEqual([...image.image], [...png]);
+        assert.deepEqual([...audio.audio], [1, 0, 255, 255]);
+      } else {
+        assert.equal(image.image, Buffer.from(png).toString("base64"));
+        assert.equal(audio.audio, Buffer.from([1, 0, 255, 255]).toString("base64"));
+      }
+      await c.close();
+    }
+  });
+
+  test("a part that is not text, image or audio is refused before anything is sent", async () => {
+    const server = await fake();
+    const c = client(server.url);
+    await c.connect();
+    await assert.rejects(() => c.createItem("user", [/** @type {any} */ ({ video: new Uint8Array(1) })]), TypeError);
+  });
+});
+
 describe("resume", () => {
   const RESUMABLE = { resume_secret: "s3cret", resume_grace_ms: 5000 };
   const R = { response_id: "resp_2", item_id: "item_3" };
