@@ -15,6 +15,8 @@ from db.migrate import MIGRATIONS_DIR, load_migrations
 from tests.db.conftest import FAST_HASHER, create_database
 
 TABLES = {"users", "conversations", "messages", "ws_tickets", "schema_migrations"}
+SHIPPED = [(m.version, m.name) for m in load_migrations()]
+NEXT = f"{len(SHIPPED) + 1:04d}"  # the version a test's extra migration takes, after the shipped ones
 
 
 async def _fresh(postgres: EmbeddedPostgres) -> Database:
@@ -57,16 +59,16 @@ async def test_concurrent_runs_apply_each_migration_once(postgres: EmbeddedPostg
     """Two pools migrating one database at once both succeed, and each migration is applied exactly once."""
     directory = _copy_migrations(tmp_path)
     # a slow second migration keeps the first runner inside the lock while the other waits for it
-    (directory / "0002_slow.sql").write_text("SELECT pg_sleep(0.3); CREATE TABLE slow_marker (id int);")
+    (directory / f"{NEXT}_slow.sql").write_text("SELECT pg_sleep(0.3); CREATE TABLE slow_marker (id int);")
     url = await create_database(postgres)
     first = await Database.connect(url, password_hasher=FAST_HASHER)
     second = await Database.connect(url, password_hasher=FAST_HASHER)
     try:
         results = await asyncio.gather(first.migrate(directory), second.migrate(directory))
         applied = [name for result in results for name in result]
-        assert sorted(applied) == ["0001_init.sql", "0002_slow.sql"]
+        assert sorted(applied) == [name for _, name in SHIPPED] + [f"{NEXT}_slow.sql"]
         assert [] in results  # the loser found nothing left to do
-        assert await _recorded(first) == [(1, "0001_init.sql"), (2, "0002_slow.sql")]
+        assert await _recorded(first) == [*SHIPPED, (int(NEXT), f"{NEXT}_slow.sql")]
     finally:
         await first.close()
         await second.close()
@@ -75,15 +77,15 @@ async def test_concurrent_runs_apply_each_migration_once(postgres: EmbeddedPostg
 async def test_failing_migration_leaves_nothing_behind(postgres: EmbeddedPostgres, tmp_path: Path) -> None:
     """A migration that fails half-way is rolled back whole and not recorded; the earlier ones stay."""
     directory = _copy_migrations(tmp_path)
-    (directory / "0002_broken.sql").write_text("CREATE TABLE half_done (id int); SELECT no_such_function();")
+    (directory / f"{NEXT}_broken.sql").write_text("CREATE TABLE half_done (id int); SELECT no_such_function();")
     db = await _fresh(postgres)
     try:
         with pytest.raises(asyncpg.UndefinedFunctionError):
             await db.migrate(directory)
         assert "half_done" not in await _tables(db)
-        assert await _recorded(db) == [(1, "0001_init.sql")]
-        (directory / "0002_broken.sql").write_text("CREATE TABLE half_done (id int);")
-        assert await db.migrate(directory) == ["0002_broken.sql"]
+        assert await _recorded(db) == SHIPPED
+        (directory / f"{NEXT}_broken.sql").write_text("CREATE TABLE half_done (id int);")
+        assert await db.migrate(directory) == [f"{NEXT}_broken.sql"]
     finally:
         await db.close()
 
@@ -91,14 +93,14 @@ async def test_failing_migration_leaves_nothing_behind(postgres: EmbeddedPostgre
 async def test_edited_or_unknown_migration_is_refused(postgres: EmbeddedPostgres, tmp_path: Path) -> None:
     """An applied file edited since, or a recorded version missing from the files, stops migrate()."""
     directory = _copy_migrations(tmp_path)
-    (directory / "0002_extra.sql").write_text("CREATE TABLE extra (id int);")
+    (directory / f"{NEXT}_extra.sql").write_text("CREATE TABLE extra (id int);")
     db = await _fresh(postgres)
     try:
         await db.migrate(directory)
-        (directory / "0002_extra.sql").write_text("CREATE TABLE extra (id bigint);")
+        (directory / f"{NEXT}_extra.sql").write_text("CREATE TABLE extra (id bigint);")
         with pytest.raises(MigrationError, match="changed after it was applied"):
             await db.migrate(directory)
-        (directory / "0002_extra.sql").unlink()
+        (directory / f"{NEXT}_extra.sql").unlink()
         with pytest.raises(MigrationError, match="does not know"):
             await db.migrate(directory)
     finally:
