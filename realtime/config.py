@@ -82,6 +82,13 @@ class Settings:
     max_response_chars: int = 100_000
     max_history_chars: int = 16_000
     max_output_tokens: int | None = None
+    # Vision: images attached to user messages (realtime/stages/vision.py). A turn with images in its
+    # context goes to vision_model (None: the session's model); each image fits in one message.
+    vision_model: str | None = None
+    max_image_size: int = 10 << 20
+    max_image_pixels: int = 4096 * 4096
+    max_images_per_message: int = 4
+    max_context_images: int = 4  # the newest images in the history go to the model; older ones drop out
 
     # Voice input. "auto": on when the models are present; "on": fail at start without them; "off".
     voice: str = "auto"
@@ -118,6 +125,54 @@ class Settings:
     llm_estimate_bytes: int = 1 << 30
     stt_estimate_bytes: int = 300 << 20
     tts_estimate_bytes: int = 200 << 20
+
+    # Documents: message attachments and each user's library (docs/documents.md). Embeddings through the
+    # Ollama API's /api/embed at embed_url (default: ollama_url); the store's vectors have 384 dimensions.
+    embed_model: str = "all-minilm"
+    embed_url: str | None = None
+    embed_timeout: float = 120.0
+    max_document_size: int = 20 << 20
+    max_document_pages: int = 300
+    max_document_chars: int = 1_000_000
+    max_library_documents: int = 1000
+    attachment_inline_chars: int = 6000  # a longer attachment is chunked and only its best passages used
+    document_context_chars: int = 6000  # passage text given to the model in one turn
+    retrieval_passages: int = 5
+    hybrid_search: bool = True  # vector and full-text rankings fused; off: vector only
+
+    # Web research turns (docs/research.md). search_backend: off | searxng (searxng_url, JSON format enabled)
+    # | brave (brave_api_key). Pages: bounded bytes and time, robots.txt honoured, public addresses only
+    # unless research_allow_private.
+    search_backend: str = "off"
+    searxng_url: str | None = None
+    brave_api_key: str | None = None
+    brave_url: str = "https://api.search.brave.com"
+    search_timeout: float = 8.0
+    research_max_queries: int = 3
+    research_results_per_query: int = 5
+    research_max_sources: int = 4
+    research_page_timeout: float = 8.0
+    max_research_page_size: int = 2 << 20
+    research_page_chars: int = 3000  # text of one page given to the model
+    research_plan_timeout: float = 15.0  # then the question itself is searched
+    research_allow_private: bool = False
+
+    # Tools (docs/security.md): a session that sets `tools` lets the model list, read, write and delete
+    # files in the user's workspace (tools_dir/<hash of user id>; default state_dir/workspaces) and run
+    # commands in a sandbox: bubblewrap | docker (Docker SDK, a daemon) | none (no commands). tools_confirm:
+    # the tools that ask the user first (e.g. run_command,delete_file).
+    tools_dir: Path | None = None
+    sandbox: str = "bubblewrap"
+    sandbox_image: str = "python:3.12-slim"  # docker only
+    tools_confirm: tuple[str, ...] = ()
+    tool_confirm_timeout: float = 60.0
+    tool_max_rounds: int = 8  # model calls in one response (each may ask for tools)
+    sandbox_cpu_time: int = 10
+    sandbox_wall_timeout: float = 30.0
+    sandbox_max_memory_size: int = 512 << 20
+    sandbox_max_processes: int = 64
+    sandbox_max_file_size: int = 16 << 20
+    sandbox_max_output_size: int = 64 << 10
 
     # Embedded Ollama-compatible endpoint, used when nothing answers at ollama_url.
     embedded_llm: str = "auto"  # auto | always | never
@@ -210,6 +265,8 @@ _CHOICES = {
     "tts_device": {"auto", "cpu", "cuda"},
     "gpu_backend": {"auto", "nvml", "torch", "cpu"},
     "log_level": {"DEBUG", "INFO", "WARNING", "ERROR"},
+    "search_backend": {"off", "searxng", "brave"},
+    "sandbox": {"bubblewrap", "docker", "none"},
 }
 
 
@@ -253,6 +310,10 @@ def _check(s: Settings) -> None:
     url = s.database_url
     if url not in ("embedded", "none") and not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError(f"{env_name('database_url')}: expected 'embedded', 'none' or a postgresql:// URL")
+    if s.search_backend == "searxng" and not s.searxng_url:
+        raise ConfigError(f"{env_name('search_backend')}=searxng needs {env_name('searxng_url')}")
+    if s.search_backend == "brave" and not s.brave_api_key:
+        raise ConfigError(f"{env_name('search_backend')}=brave needs {env_name('brave_api_key')}")
     bad = [a for a in s.jwt_algorithms if a.lower() == "none"]
     if bad or not s.jwt_algorithms:
         raise ConfigError(f"{env_name('jwt_algorithms')}: 'none' is never accepted")

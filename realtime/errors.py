@@ -101,6 +101,30 @@ class LimitExceeded(ClientError):
     code = "limit_exceeded"
 
 
+class InvalidImage(ClientError):
+    """An attached image that does not decode (truncated, corrupt, or a lying header)."""
+
+    code = "invalid_image"
+
+
+class UnsupportedImageType(InvalidImage):
+    """An attachment that is not a JPEG, PNG or WebP image."""
+
+    code = "unsupported_image_type"
+
+
+class ImageTooLarge(MessageTooLarge):
+    """An image over the byte or pixel limit (a decompression bomb is refused before it is decoded)."""
+
+    code = "image_too_large"
+
+
+class ModelCannotSee(ClientError):
+    """Images were sent to a model that has no vision (the response fails; the session goes on)."""
+
+    code = "model_cannot_see"
+
+
 class AuthError(ClientError):
     code = "unauthorized"
 

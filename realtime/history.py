@@ -35,6 +35,7 @@ class MessageRecord:
     heard_text: str | None = None
     audio_ms: int | None = None
     timings: dict[str, Any] | None = None
+    attachments: list[dict[str, Any]] | None = None  # metadata of what came with the message (no content)
     title: str | None = None  # used when this record creates the conversation
     truncation: bool = False  # an update of a stored assistant message's heard text, not a new message
     on_lost: LostCallback | None = field(default=None, compare=False)
@@ -123,6 +124,7 @@ class HistoryWriter:
             status=record.status,
             heard_text=record.heard_text,
             audio_ms=record.audio_ms,
+            attachments=record.attachments,
             timings=record.timings,
         )
 

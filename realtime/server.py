@@ -24,6 +24,8 @@ from db import Database, DatabaseUnavailable, EmbeddedPostgres
 from realtime import http_api
 from realtime.auth import Principal, TokenAuthority, origin_allowed, token_from_request
 from realtime.config import Settings
+from realtime.documents import DocumentLibrary, DocumentLimits, OllamaEmbeddings
+from realtime.documents import http as documents_http
 from realtime.errors import AuthError, CloseCode, LimitExceeded
 from realtime.gpu_scheduler import GpuScheduler
 from realtime.gpu_scheduler import routes as model_routes
@@ -36,6 +38,7 @@ from realtime.protocol import server_events as ev
 from realtime.protocol.codec import SUBPROTOCOLS, Encoding, choose_encoding, encode_frame
 from realtime.protocol.server_events import ServerEvent
 from realtime.registry import SessionRegistry
+from realtime.research import Researcher, build_researcher
 from realtime.session import HistoryStore, PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
 from realtime.voice import SpeechOut, Voice
@@ -90,6 +93,8 @@ class Realtime:
     db: Database | None = None
     embedded_db: EmbeddedPostgres | None = None
     history: HistoryWriter | None = None
+    documents: DocumentLibrary | None = None  # attachments, and the library when there is a database
+    research: Researcher | None = None  # web research turns, when REALTIME_SEARCH_BACKEND is not off
     sessions: dict[str, Session] = field(default_factory=dict)
     _none_left: asyncio.Event = field(default_factory=asyncio.Event)
     _reapers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -114,6 +119,8 @@ class Realtime:
             scheduler=self.scheduler,
             metrics=self.metrics,
             store=store,
+            research=self.research,
+            documents=self.documents,
         )
         self.registry.add(session)
         self.sessions[session.session_id] = session
@@ -180,6 +187,31 @@ async def open_database(settings: Settings) -> tuple[Database | None, EmbeddedPo
     if applied:
         log.info("database migrations applied: %s", ", ".join(applied))
     return db, embedded
+
+
+def build_documents(settings: Settings, db: Database | None) -> DocumentLibrary:
+    """Documents: attachments always, the stored library when there is a database (realtime/documents)."""
+    embeddings = OllamaEmbeddings(
+        settings.embed_url or settings.ollama_url,
+        model=settings.embed_model,
+        timeout=settings.embed_timeout,
+        connect_timeout=settings.llm_connect_timeout,
+    )
+    limits = DocumentLimits(
+        max_size=settings.max_document_size,
+        max_pages=settings.max_document_pages,
+        max_chars=settings.max_document_chars,
+    )
+    return DocumentLibrary(
+        db,
+        embeddings,
+        limits=limits,
+        max_documents=settings.max_library_documents,
+        inline_chars=settings.attachment_inline_chars,
+        context_chars=settings.document_context_chars,
+        passages=settings.retrieval_passages,
+        hybrid=settings.hybrid_search,
+    )
 
 
 def build_realtime(settings: Settings, llm: ChatBackend | None = None) -> Realtime:
@@ -392,6 +424,8 @@ def create_app(
                     rt.db, max_queue=settings.history_queue_size, retry_for=settings.history_retry_for
                 )
                 await rt.history.start()
+            rt.documents = build_documents(settings, rt.db)
+            rt.research = build_researcher(settings)
             rt.scheduler = build_scheduler(settings, rt.http, llm_on_cpu=False)
             rt.voice = await Voice.load(settings, rt.scheduler)
             rt.speech = await SpeechOut.load(settings, rt.scheduler)
@@ -407,6 +441,10 @@ def create_app(
                 await rt.scheduler.aclose()  # unloads every model (the LLM too, from Ollama)
             for client in rt.http_shards:
                 await client.aclose()
+            if rt.documents is not None:
+                await rt.documents.aclose()
+            if rt.research is not None:
+                await rt.research.aclose()
             if rt.history is not None:
                 await rt.history.aclose()  # sessions are closed: store what they left, then stop
             if rt.db is not None:
@@ -432,6 +470,12 @@ def create_app(
         *_web_routes(),
         *model_routes(
             lambda: getattr(app.state, "realtime", None) and app.state.realtime.scheduler,
+            authority,
+            allowed_origins=settings.allowed_origins,
+        ),
+        *documents_http.routes(
+            lambda: getattr(app.state, "realtime", None) and app.state.realtime.documents,
+            get_db,
             authority,
             allowed_origins=settings.allowed_origins,
         ),

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from db import Database, DatabaseUnavailable
+from db.users import as_uuid
 from realtime.config import Settings
+from realtime.documents import Attachment, DocumentContext, DocumentLibrary, cited_sources
 from realtime.errors import (
     ClientError,
     CloseCode,
@@ -28,10 +30,12 @@ from realtime.errors import (
     InvalidState,
     ItemNotFound,
     MessageTooLarge,
+    ModelCannotSee,
     NoActiveResponse,
     RealtimeError,
     ServerError,
     UpstreamError,
+    UpstreamRejected,
 )
 from realtime.gpu_scheduler import GpuError, GpuScheduler, ModelLoadFailed
 from realtime.history import HistoryWriter, MessageRecord
@@ -46,6 +50,8 @@ from realtime.protocol.client_events import (
     InputAudioAppend,
     InputAudioClear,
     InputAudioCommit,
+    InputFile,
+    InputImage,
     ItemDelete,
     ItemTruncate,
     Limits,
@@ -55,6 +61,8 @@ from realtime.protocol.client_events import (
     ResponseCancel,
     ResponseCreate,
     SessionUpdate,
+    ToolCancel,
+    ToolConfirm,
     parse_client_event,
     peek_ids,
 )
@@ -62,13 +70,17 @@ from realtime.protocol.codec import PROTOCOL_VERSION, Encoding, decode_frame, en
 from realtime.protocol.heartbeat import Due, Heartbeat
 from realtime.protocol.server_events import ServerEvent
 from realtime.protocol.state import ConnectionState, State, Trigger
+from realtime.research import Progress, Researcher, ResearchUnavailable, SearchFailed, wants_research
 from realtime.speaker import Speaker, SpokenPiece, heard_text
 from realtime.stages.audio import Resampler, pcm16_to_float
-from realtime.stages.llm import ChatBackend, ChatDelta, ChatDone, ChatRequest
+from realtime.stages.llm import ChatBackend, ChatDelta, ChatDone, ChatRequest, ChatToolCall
 from realtime.stages.reasoning import Part, ThinkSplitter
 from realtime.stages.stt import is_hallucination
 from realtime.stages.tts import TtsFailed
 from realtime.stages.turn_detection import TurnDetectionConfig
+from realtime.stages.vision import CheckedImage, ImageLimits, check_image
+from realtime.tools.loop import ToolTurn, describe, is_tools_refusal, record, spoken_answer
+from realtime.tools.registry import ToolBox, ToolOutcome, toolbox_for
 from realtime.voice import SpeechOut, Voice
 
 log = logging.getLogger("realtime.session")
@@ -77,6 +89,9 @@ ERROR_BURST = 50  # invalid messages tolerated in a burst...
 ERROR_REFILL_PER_S = 5.0  # ...and per second after that, before the link is closed
 CLOSE_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 2.0
+RESEARCH_FILLER = "Let me search the web for that."  # spoken while a spoken research turn searches
+MAX_SESSION_DOCUMENTS = 8  # attached documents a session keeps for later turns (the newest; docs/protocol.md)
+DOCUMENT_BUSY_INTERVAL = 1.0  # while a long attachment is read, the link counts as alive this often
 
 
 class SessionClosing(Exception):
@@ -124,6 +139,20 @@ class ConversationUnknown(ClientError):
 class StoreUnavailable(ServerError):
     code = "history_unavailable"
     safe_message = "Stored history is unavailable right now; try again shortly."
+
+
+class LibraryUnavailable(ClientError):
+    """`library` asked for where there is none: no database, or a token that is not an account's."""
+
+    code = "library_unavailable"
+    safe_message = "This session has no document library (it needs an account on a server with a database)."
+
+
+class DocumentsUnavailable(ServerError):
+    """The turn's documents could not be searched (embedding service or database down): answered without."""
+
+    code = "documents_unavailable"
+    safe_message = "The documents could not be searched right now; this answer does not use them."
 
 
 @dataclass(eq=False)
@@ -177,18 +206,26 @@ class SessionSettings:
     temperature: float | None = None
     max_output_tokens: int | None = None
     reasoning: bool | None = None
+    research: str = "auto"  # web research: on | off | auto (when the question asks for fresh facts)
     input_audio_format: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_AUDIO_FORMAT))
     output_audio_format: dict[str, Any] | None = None
     turn_detection: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TURN_DETECTION))
     input_audio_transcription: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRANSCRIPTION))
+    vision_model: str | None = None  # for responses with images in their context; None: `model`
+    tools: dict[str, Any] | None = None  # None: off; {"confirm": [tool names] | None (server's list)}
+    library: bool | list[str] = False  # the user's document library: all of it, off, or these documents
 
     def to_wire(self) -> dict[str, Any]:
         return {
+            "library": self.library,
+            "tools": self.tools,
             "model": self.model,
+            "vision_model": self.vision_model,
             "instructions": self.instructions,
             "temperature": self.temperature,
             "max_output_tokens": self.max_output_tokens,
             "reasoning": self.reasoning,
+            "research": self.research,
             "input_audio_format": self.input_audio_format,
             "output_audio_format": self.output_audio_format,
             "turn_detection": self.turn_detection,
@@ -204,6 +241,8 @@ class HistoryEntry:
     status: str = "completed"
     item_id: str | None = None
     pieces: list[SpokenPiece] | None = None  # assistant audio: which text each stretch of audio carried
+    images: tuple[CheckedImage, ...] = ()  # a user message's checked images (sent to the model as `images`)
+    documents: tuple[Attachment, ...] = ()  # a user message's attached documents (their passages, per turn)
 
     @property
     def size(self) -> int:
@@ -235,6 +274,8 @@ class Response:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     tentative_text: str = ""
     interrupted_at: float | None = None  # when barge-in was decided
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # stored with the turn (attachments)
+    documents: DocumentContext | None = None  # the numbered document passages it was given
 
 
 class Session:
@@ -250,6 +291,8 @@ class Session:
         scheduler: GpuScheduler | None = None,
         metrics: Metrics | None = None,
         store: HistoryStore | None = None,
+        research: Researcher | None = None,
+        documents: DocumentLibrary | None = None,
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
     ) -> None:
@@ -264,13 +307,23 @@ class Session:
         self._scheduler = scheduler
         self._metrics = metrics
         self._store = store
+        self._research = research
+        self._documents = documents
         self.conversation_id: str | None = None
         self._listener: Listener | None = None
         self._clock = clock
-        self._limits = Limits(max_text_chars=settings.max_text_chars, max_audio_bytes=settings.max_message_size)
+        self._limits = Limits(
+            max_text_chars=settings.max_text_chars,
+            max_audio_bytes=settings.max_message_size,
+            max_image_bytes=min(settings.max_image_size, settings.max_message_size),
+            max_images=settings.max_images_per_message,
+            max_file_bytes=min(settings.max_document_size, settings.max_message_size),
+        )
+        self._image_limits = ImageLimits(settings.max_image_size, settings.max_image_pixels)
         self._defaults = SessionSettings(
             model=settings.llm_model,
             instructions=settings.instructions,
+            vision_model=settings.vision_model,
             input_audio_format=dict(DEFAULT_AUDIO_FORMAT) if voice is not None else None,
             output_audio_format=None,  # text only until the client asks for speech (it chooses the rate)
         )
@@ -296,6 +349,10 @@ class Session:
         self._turn_lock = asyncio.Lock()  # typed and spoken turns change the running response one at a time
         self._speculation: Response | None = None
         self.response: Response | None = None
+        self._toolbox: ToolBox | None = None  # the user's workspace and sandbox, made on first use
+        self._confirmations: dict[str, asyncio.Future[bool]] = {}  # call id -> the user's answer
+        self._prompted_tools: set[str] = set()  # models that refused native `tools` (fallback prompt)
+        self._tool_tasks: dict[str, asyncio.Task[ToolOutcome]] = {}  # running calls, for tool.cancel
         self.log = _SessionLog(log, {"session": self.session_id})
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -596,16 +653,25 @@ class Session:
                 await self._emit(ev.models_status(self._scheduler.status(), event.event_id))
             case ConversationItemCreate():
                 await self._abort_speculation()
-                text, content = await self._item_content(event)
+                text, content, images, documents = await self._item_content(event)
                 async with self._turn_lock:
                     if event.role == "user" and self.response is not None:
                         await self._cancel_response("superseded")
                     item_id = self._new_id("item")
-                    self.history.append(HistoryEntry(event.role, text, item_id=item_id))
+                    entry = HistoryEntry(event.role, text, item_id=item_id, images=images, documents=documents)
+                    self.history.append(entry)
                     self._trim_history()
+                    if images:
+                        self._forget_old_images()
+                    if documents:
+                        self._forget_old_documents()
                     await self._emit(ev.item_created(item_id, event.role, content))
-                    await self._record(item_id, event.role, text)
+                    attachments = [image.metadata() for image in images]
+                    attachments += [{"type": "document", **d.to_json()} for d in documents]
+                    await self._record(item_id, event.role, text, attachments=attachments or None)
             case ResponseCreate():
+                self._check_research(event.overrides, "response.research")  # refused: nothing changes
+                self._check_library(event.overrides, "response.library")
                 await self._abort_speculation()
                 if self._listener is not None:
                     await self._listener.settled()
@@ -613,6 +679,16 @@ class Session:
                     if self.response is not None:
                         await self._cancel_response("superseded")
                     await self._start_response(replace(self.config, **self._resolve(event.overrides)))
+            case ToolConfirm():
+                answer = self._confirmations.get(event.call_id)
+                if answer is None or answer.done():
+                    raise InvalidState("No tool call is waiting for that confirmation.", param="call_id")
+                answer.set_result(event.approve)
+            case ToolCancel():
+                running = self._tool_tasks.get(event.call_id)
+                if running is None or running.done():
+                    raise InvalidState("No tool call with that id is running.", param="call_id")
+                running.cancel()
             case ResponseCancel():
                 async with self._turn_lock:
                     active = self.response
@@ -627,18 +703,24 @@ class Session:
         cannot be null. Audio objects replace the previous ones, with defaults for fields not given."""
         out: dict[str, Any] = {}
         for name, value in changes.items():
-            if name == "instructions" and value is None:
-                value = self._defaults.instructions
+            if name in ("instructions", "vision_model") and value is None:
+                value = getattr(self._defaults, name)
             elif name == "turn_detection" and value is not None:
                 value = {**DEFAULT_TURN_DETECTION, **value}
             elif name == "input_audio_transcription":
                 value = {**DEFAULT_TRANSCRIPTION, **(value or {})}
+            elif name == "research" and value is None:
+                value = self._defaults.research
+            elif name == "library" and value is None:
+                value = self._defaults.library
             out[name] = value
         return out
 
     async def _update_session(self, event: SessionUpdate) -> None:
         if self.response is not None and "model" in event.changes and event.changes["model"] != self.config.model:
             raise InvalidState("The model cannot change while a response is running.", param="session.model")
+        self._check_research(event.changes, "session.research")
+        self._check_library(event.changes, "session.library")
         changes = dict(event.changes)
         if "conversation_id" in changes:
             await self._continue_conversation(changes.pop("conversation_id"))
@@ -695,6 +777,9 @@ class Session:
 
     async def _on_spoken_turn(self, turn: CommittedTurn) -> None:
         """A committed spoken turn becomes a user message, and (server VAD) starts the reply."""
+        if self._confirmations and (answer := spoken_answer(turn.transcript)) is not None:
+            await self._answer_by_voice(turn, answer)
+            return
         async with self._turn_lock:
             if self.response is not None:
                 await self._cancel_response("superseded")
@@ -734,16 +819,20 @@ class Session:
             if self._speculation.tentative_text == transcript:
                 return
             await self._abort_speculation()
-        if self._conn.state is not State.IDLE:
-            return
+        research = self._wants_research(self.config, transcript)
+        if research and self.config.research != "on" and self._document_turn(self.config):
+            research = False  # "auto" does not research a question about the user's documents
+        if self._conn.state is not State.IDLE or research:
+            return  # a research turn starts once the turn is confirmed: no searches for words not yet final
         messages = [*self._llm_messages(self.config), {"role": "user", "content": transcript}]
-        response = self._new_response(self.config, held=True)
+        settings = self._for_images(self.config, messages)
+        response = self._new_response(settings, held=True)
         response.tentative_text = transcript
         self._speculation = response
-        spoken = self._spoken_format(self.config)
-        await self._emit_for(response, ev.response_created(response.id, response.item_id, self.config.model, spoken))
+        spoken = self._spoken_format(settings)
+        await self._emit_for(response, ev.response_created(response.id, response.item_id, settings.model, spoken))
         self._start_speaker(response)
-        response.task = self._spawn(self._generate(response, messages), f"speculative:{response.id}")
+        response.task = self._spawn(self._answer(response, messages), f"speculative:{response.id}")
 
     async def _abort_speculation(self) -> None:
         speculation, self._speculation = self._speculation, None
@@ -784,6 +873,8 @@ class Session:
 
     async def _on_user_speech(self, duration_ms: int) -> None:
         """Barge-in: the user has been speaking over the assistant's audio long enough to mean it."""
+        if self._confirmations:
+            return  # the user is answering a tool confirmation, not interrupting
         response, td = self.response, self.config.turn_detection
         if response is None or response.speaker is None or response.speaker.stats.first_audio_at is None:
             return
@@ -795,19 +886,58 @@ class Session:
                 response.interrupted_at = self._clock()
                 await self._cancel_response("barge_in", status="interrupted")
 
-    async def _item_content(self, event: ConversationItemCreate) -> tuple[str, list[dict[str, Any]]]:
-        """An item's text and its content as echoed: audio parts are transcribed (as a spoken turn is)."""
+    async def _item_content(
+        self, event: ConversationItemCreate
+    ) -> tuple[str, list[dict[str, Any]], tuple[CheckedImage, ...], tuple[Attachment, ...]]:
+        """An item's text, its content as echoed, its images and its documents: audio parts are transcribed
+        (as a spoken turn is); images are decoded and checked (off the loop) and echoed as their metadata, not
+        bytes; documents are read (and a long one chunked and embedded) and echoed as their metadata."""
         texts: list[str] = []
         content: list[dict[str, Any]] = []
-        for part in event.content:
+        images: list[CheckedImage] = []
+        documents: list[Attachment] = []
+        for i, part in enumerate(event.content):
             if isinstance(part, InputAudio):
                 transcript = await self._transcribe_clip(part.audio)
                 texts.append(transcript)
                 content.append({"type": "input_audio", "transcript": transcript})
+            elif isinstance(part, InputImage):
+                try:
+                    image = await asyncio.to_thread(check_image, part.image, self._image_limits)
+                except ClientError as exc:
+                    exc.param = f"item.content[{i}].image"
+                    raise
+                images.append(image)
+                content.append({**image.metadata(), "type": "input_image"})
+            elif isinstance(part, InputFile):
+                document = await self._read_document(part, f"item.content[{i}].file")
+                documents.append(document)
+                content.append({"type": "input_file", **document.to_json()})
             else:
                 texts.append(part.text)
                 content.append(part.to_wire())
-        return "".join(texts), content
+        return "".join(texts), content, tuple(images), tuple(documents)
+
+    async def _read_document(self, part: InputFile, param: str) -> Attachment:
+        """Read an attached document (DocumentError for one that cannot be used, naming the part).
+
+        A long one is embedded here, which can take a minute on a CPU; the reader waits meanwhile, so the
+        client's messages (its pongs too) wait unread: the link's silence timer is held off until it is done."""
+        if self._documents is None:
+            raise InvalidState("This server does not read documents.", param=param)
+        reading = asyncio.ensure_future(self._documents.attach(part.filename, part.file, declared_type=part.mime_type))
+        try:
+            while not (await asyncio.wait({reading}, timeout=DOCUMENT_BUSY_INTERVAL))[0]:
+                if self._link is not None:
+                    self._link.heartbeat.inbound(self._clock())
+            return reading.result()
+        except RealtimeError as exc:  # the document's problem, or the embedding service's (UpstreamError)
+            exc.param = param
+            raise
+        finally:
+            if not reading.done():
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
 
     async def _transcribe_clip(self, pcm: bytes) -> str:
         fmt = self.config.input_audio_format
@@ -864,6 +994,11 @@ class Session:
                 "max_message_size": s.max_message_size,
                 "max_text_chars": s.max_text_chars,
                 "max_response_chars": s.max_response_chars,
+                "max_image_size": min(s.max_image_size, s.max_message_size),
+                "max_image_pixels": s.max_image_pixels,
+                "max_images_per_message": s.max_images_per_message,
+                "max_file_size": self._limits.max_file_bytes,
+                "max_session_documents": MAX_SESSION_DOCUMENTS,
             },
             "ping_interval_ms": int(s.ping_interval * 1000) if s.ping_interval else None,
             "ping_timeout_ms": int(s.ping_timeout * 1000) if s.ping_timeout else None,
@@ -883,6 +1018,7 @@ class Session:
         audio_ms: int | None = None,
         timings: dict[str, Any] | None = None,
         truncation: bool = False,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> None:
         """Hand a finished message to the history writer (never waits on the database)."""
         store = self._store
@@ -901,6 +1037,7 @@ class Session:
             heard_text=heard,
             audio_ms=audio_ms,
             timings=timings,
+            attachments=attachments,
             title=content[:60] if role == "user" else None,
             truncation=truncation,
             on_lost=self._history_lost,
@@ -970,10 +1107,111 @@ class Session:
         self._ids += 1
         return f"{prefix}_{self._ids}"
 
-    def _llm_messages(self, settings: SessionSettings) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": settings.instructions}] if settings.instructions else []
-        messages.extend({"role": h.role, "content": h.content} for h in self.history if h.content)
+    def _llm_messages(self, settings: SessionSettings) -> list[dict[str, Any]]:
+        """The system prompt and the history; images go with their message (Ollama's `images`). The history
+        holds at most max_context_images of them (_forget_old_images), so the request stays bounded."""
+        messages: list[dict[str, Any]] = []
+        if settings.instructions:
+            messages.append({"role": "system", "content": settings.instructions})
+        for h in self.history:
+            if h.images:
+                messages.append({"role": h.role, "content": h.content, "images": [i.base64() for i in h.images]})
+            elif h.content:
+                messages.append({"role": h.role, "content": h.content})
         return messages
+
+    def _forget_old_images(self) -> None:
+        """Only the newest max_context_images can reach the model, so older ones are dropped from memory
+        too (their messages stay): a long session holds a bounded number of images."""
+        room = self._settings.max_context_images
+        for h in reversed(self.history):
+            if h.images:
+                h.images = h.images[-room:] if room > 0 else ()
+                room -= len(h.images)
+
+    # ---- documents (docs/documents.md) ---------------------------------------------------------------
+
+    def _forget_old_documents(self) -> None:
+        """The session keeps the newest MAX_SESSION_DOCUMENTS attached documents (their messages stay)."""
+        room = MAX_SESSION_DOCUMENTS
+        for h in reversed(self.history):
+            if h.documents:
+                h.documents = h.documents[-room:] if room > 0 else ()
+                room -= len(h.documents)
+
+    def _kept_documents(self) -> list[Attachment]:
+        """The documents attached to messages still in the history, oldest first."""
+        return [d for h in self.history for d in h.documents]
+
+    def _library_user(self) -> str | None:
+        """The account whose library this session may search; None without a library."""
+        lib = self._documents
+        if lib is None or lib.store is None or as_uuid(self.user) is None:
+            return None
+        return self.user
+
+    def _check_library(self, changes: Mapping[str, Any], param: str) -> None:
+        if changes.get("library") and self._library_user() is None:
+            raise LibraryUnavailable(param=param)
+
+    def _document_turn(self, settings: SessionSettings) -> bool:
+        """Whether a response with these settings is given document passages (attachments or the library)."""
+        return self._documents is not None and (bool(settings.library) or any(h.documents for h in self.history))
+
+    async def _answer(self, response: Response, messages: list[dict[str, Any]]) -> None:
+        """A plain reply, given the turn's document passages first when there are any."""
+        if self._document_turn(response.settings):
+            messages = await self._with_documents(response, messages)
+        await self._generate(response, messages)
+
+    async def _with_documents(self, response: Response, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages with a system message of numbered passages (the attachments', and the library's when
+        the settings ask) right before the last user message; the sources are sent first. If the documents
+        cannot be searched (embedding service or database down) the reply goes on with the short attachments
+        only, after a `documents_unavailable` error."""
+        assert self._documents is not None
+        library = response.settings.library
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user" and m["content"]), "")
+        attached = self._kept_documents()
+        try:
+            context = await self._documents.turn_context(
+                self._library_user() if library else None,
+                question,
+                attachments=attached,
+                library=library is True,
+                document_ids=library if isinstance(library, list) else None,
+            )
+        except (ServerError, DatabaseUnavailable) as exc:
+            self.log.warning("response %s: documents unavailable (%s)", response.id, exc.__cause__ or exc)
+            failure = DocumentsUnavailable()
+            await self._emit_for(response, ev.error(failure.code, failure.message, response_id=response.id))
+            context = await self._documents.turn_context(None, question, attachments=[a for a in attached if a.inline])
+        if not context.text:
+            return messages
+        response.documents = context
+        sources = [source.to_json() for source in context.sources]
+        await self._emit_for(response, ev.document_sources(response.id, response.item_id, sources))
+        last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages))
+        return [*messages[:last], {"role": "system", "content": context.text}, *messages[last:]]
+
+    @staticmethod
+    def _for_images(settings: SessionSettings, messages: list[dict[str, Any]]) -> SessionSettings:
+        """A response whose context holds images goes to the vision model, if the session names one."""
+        if settings.vision_model and any("images" in m for m in messages):
+            return replace(settings, model=settings.vision_model)
+        return settings
+
+    async def _require_vision(self, model: str) -> None:
+        """ModelCannotSee unless the upstream says `model` has vision (a backend that cannot tell is trusted)."""
+        lookup = getattr(self._llm, "capabilities", None)
+        if lookup is None:
+            return
+        capabilities = await lookup(model)
+        if capabilities is not None and "vision" not in capabilities:
+            raise ModelCannotSee(
+                f"The model '{model}' cannot see images. Set the session's vision_model to a model with "
+                "vision, or delete the items with images."
+            )
 
     def _trim_history(self) -> None:
         """Keep the newest entries within max_history_chars, reasoning included (the newest one always stays)."""
@@ -984,6 +1222,8 @@ class Session:
     async def _start_response(self, settings: SessionSettings, *, turn: CommittedTurn | None = None) -> None:
         if self._conn.state is not State.IDLE:
             return  # the session started closing while a superseded response was being cancelled
+        messages = self._llm_messages(settings)
+        settings = self._for_images(settings, messages)
         response = self._new_response(settings)
         response.turn = turn
         response.released.set()
@@ -992,7 +1232,11 @@ class Session:
         spoken = self._spoken_format(settings)
         await self._emit(ev.response_created(response.id, response.item_id, settings.model, spoken))
         self._start_speaker(response)
-        response.task = self._spawn(self._generate(response, self._llm_messages(settings)), f"response:{response.id}")
+        question = self._research_question(settings)
+        if question and settings.research != "on" and self._document_turn(settings):
+            question = ""  # "auto" does not research a question about the user's documents
+        work = self._research_turn(response, messages, question) if question else self._answer(response, messages)
+        response.task = self._spawn(work, f"response:{response.id}")
 
     def _new_response(self, settings: SessionSettings, *, held: bool = False) -> Response:
         return Response(
@@ -1024,7 +1268,7 @@ class Session:
         )
         response.speaker.start()
 
-    async def _generate(self, response: Response, messages: list[dict[str, str]]) -> None:
+    async def _generate(self, response: Response, messages: list[dict[str, Any]]) -> None:
         settings = response.settings
         max_tokens = settings.max_output_tokens or self._settings.max_output_tokens
         request = ChatRequest(
@@ -1037,28 +1281,63 @@ class Session:
         splitter = ThinkSplitter()
         status, reason, error = "completed", None, None
         try:
-            async with self._llm_lease(settings.model), contextlib.aclosing(self._llm.stream_chat(request)) as stream:
-                async for chunk in stream:
-                    if isinstance(chunk, ChatDone):
-                        response.usage = {"input_tokens": chunk.prompt_tokens, "output_tokens": chunk.output_tokens}
-                        if chunk.done_reason == "length":
-                            status, reason = "incomplete", "max_output_tokens"
+            if any("images" in m for m in messages):
+                await self._require_vision(settings.model)
+            tools = self._tool_turn(settings)
+            async with self._llm_lease(settings.model):
+                while True:  # one round per model call; more only while the model calls tools
+                    if tools is not None:
+                        tools.start_round()
+                    round_request = request if tools is None else tools.request(request)
+                    try:
+                        async with contextlib.aclosing(self._llm.stream_chat(round_request)) as stream:
+                            async for chunk in stream:
+                                if isinstance(chunk, ChatDone):
+                                    usage = {"input_tokens": chunk.prompt_tokens, "output_tokens": chunk.output_tokens}
+                                    response.usage = usage
+                                    if chunk.done_reason == "length":
+                                        status, reason = "incomplete", "max_output_tokens"
+                                    break
+                                if isinstance(chunk, ChatToolCall):
+                                    if tools is not None:
+                                        tools.calls.append(chunk)
+                                    continue
+                                assert isinstance(chunk, ChatDelta)
+                                pieces: list[tuple[Part, str]] = []
+                                if chunk.thinking:
+                                    pieces.append((Part.REASONING, chunk.thinking))
+                                content = chunk.content if tools is None else tools.text(chunk.content)
+                                if content:
+                                    pieces.extend(splitter.feed(content))
+                                if not await self._send_pieces(response, pieces):
+                                    status, reason = "incomplete", "max_response_chars"
+                                    break
+                    except UpstreamRejected as exc:
+                        if tools is None or tools.fallback or not is_tools_refusal(exc.message):
+                            raise
+                        self.log.info("%s has no native tool calls: tools described in a prompt", settings.model)
+                        self._prompted_tools.add(settings.model)
+                        tools.fallback = True
+                        tools.rounds -= 1
+                        continue
+                    if tools is None or status != "completed":
                         break
-                    assert isinstance(chunk, ChatDelta)
-                    pieces: list[tuple[Part, str]] = []
-                    if chunk.thinking:
-                        pieces.append((Part.REASONING, chunk.thinking))
-                    if chunk.content:
-                        pieces.extend(splitter.feed(chunk.content))
-                    if not await self._send_pieces(response, pieces):
+                    leftover = tools.end_round()
+                    if leftover and not await self._send_pieces(response, splitter.feed(leftover)):
                         status, reason = "incomplete", "max_response_chars"
+                        break
+                    if not tools.calls:
+                        break
+                    await self._run_tool_calls(response, tools)
+                    if tools.rounds >= tools.max_rounds:
+                        status, reason = "incomplete", "max_tool_rounds"
                         break
             if status == "completed" or reason == "max_output_tokens":
                 await self._send_pieces(response, splitter.flush())
             if response.speaker is not None:
                 await response.speaker.finish()
                 await response.speaker.wait()  # the reply is over when its last audio is sent
-        except UpstreamError as exc:
+        except (UpstreamError, ModelCannotSee) as exc:
             self.log.warning("response %s failed: %s (%s)", response.id, exc.code, exc.__cause__ or exc)
             status, reason, error = "failed", "error", {"code": exc.code, "message": exc.message}
             await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
@@ -1073,6 +1352,155 @@ class Session:
             await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
         await response.released.wait()  # a speculative reply ends only once it is the session's
         await self._finish(response, status, reason, error)
+
+    # ---- tools (docs/security.md) ----------------------------------------------------------------------
+
+    def _tool_turn(self, settings: SessionSettings) -> ToolTurn | None:
+        """The tool loop of a response with tools on; None when off (or the workspace cannot be made)."""
+        if settings.tools is None:
+            return None
+        if self._toolbox is None:
+            try:
+                self._toolbox = toolbox_for(self._settings, self.user)
+            except (RealtimeError, OSError) as exc:
+                self.log.error("tools unavailable: %s", exc)
+                return None
+        confirm = settings.tools.get("confirm")
+        return ToolTurn(
+            schemas=self._toolbox.schemas(),
+            confirm=frozenset(self._settings.tools_confirm if confirm is None else confirm),
+            max_rounds=self._settings.tool_max_rounds,
+            fallback=settings.model in self._prompted_tools,
+        )
+
+    async def _run_tool_calls(self, response: Response, tools: ToolTurn) -> None:
+        """Run one round's calls in order, each announced, streamed and reported to the client."""
+        await response.released.wait()  # a speculative reply touches nothing before its turn is confirmed
+        box = self._toolbox
+        assert box is not None
+        results: list[tuple[ChatToolCall, str, str]] = []
+        for call in tools.calls:
+            call_id = self._new_id("call")
+            await self._emit_for(
+                response, ev.tool_call(response.id, response.item_id, call_id, call.name, call.arguments)
+            )
+            if call.name in tools.confirm and not await self._confirm_tool(response, call_id, call):
+                status, outcome = "declined", ToolOutcome("The user declined this call; it did not run.", ok=False)
+            else:
+
+                async def stream_output(text: str, call_id: str = call_id) -> None:
+                    await self._emit_for(response, ev.tool_output_delta(response.id, call_id, text))
+
+                running = asyncio.create_task(
+                    box.call(call_id, call.name, call.arguments, stream_output), name=f"{self.session_id}:{call_id}"
+                )
+                self._tool_tasks[call_id] = running
+                try:
+                    outcome = await running
+                    status = "completed" if outcome.ok else "failed"
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():  # the response itself is cancelled
+                        response.tool_calls.append(record(call_id, call, "cancelled", "", {}))
+                        raise
+                    status, outcome = "cancelled", ToolOutcome("The user cancelled this call.", ok=False)
+                finally:
+                    del self._tool_tasks[call_id]
+                    if not running.done():
+                        running.cancel()
+                        await asyncio.gather(running, return_exceptions=True)
+            await self._emit_for(
+                response, ev.tool_result(response.id, call_id, call.name, status, outcome.content, outcome.details)
+            )
+            response.tool_calls.append(record(call_id, call, status, outcome.content, outcome.details))
+            results.append((call, call_id, outcome.content))
+        tools.add_results(results)
+
+    async def _confirm_tool(self, response: Response, call_id: str, call: ChatToolCall) -> bool:
+        """Ask the user (event, and aloud in a spoken response); no answer in time means no."""
+        timeout = self._settings.tool_confirm_timeout
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._confirmations[call_id] = answer
+        try:
+            await self._emit_for(
+                response,
+                ev.tool_confirmation_request(response.id, call_id, call.name, call.arguments, int(timeout * 1000)),
+            )
+            if response.speaker is not None:
+                question = f" Shall I {describe(call.name, call.arguments)}? Please say yes or no. "
+                await self._send_pieces(response, [(Part.ANSWER, question)])
+            try:
+                async with asyncio.timeout(timeout):
+                    return await answer
+            except TimeoutError:
+                return False
+        finally:
+            self._confirmations.pop(call_id, None)
+
+    async def _answer_by_voice(self, turn: CommittedTurn, approve: bool) -> None:
+        """A spoken yes or no answers the oldest pending confirmation (shown as the user's item)."""
+        for answer in self._confirmations.values():
+            if not answer.done():
+                answer.set_result(approve)
+                break
+        content = [{"type": "input_audio", "transcript": turn.transcript}]
+        await self._emit(ev.item_created(turn.item_id, "user", content))
+
+    # ---- research turns (docs/research.md) ------------------------------------------------------------
+
+    def _check_research(self, changes: Mapping[str, Any], param: str) -> None:
+        if changes.get("research") == "on" and self._research is None:
+            raise ResearchUnavailable(param=param)
+
+    def _wants_research(self, settings: SessionSettings, question: str) -> bool:
+        if settings.research == "on":
+            return True
+        return settings.research == "auto" and self._research is not None and wants_research(question)
+
+    def _research_question(self, settings: SessionSettings) -> str:
+        """The question a response should research first (the last user message), or "" for a plain reply."""
+        question = next((h.content for h in reversed(self.history) if h.role == "user" and h.content), "")
+        return question if question and self._wants_research(settings, question) else ""
+
+    async def _research_turn(self, response: Response, messages: list[dict[str, Any]], question: str) -> None:
+        """Plan, search and read (progress events; a spoken response says it is searching), send the sources,
+        then answer like any response, from a system message holding the numbered sources."""
+        settings = response.settings
+        said_filler = False
+
+        async def progress(step: Progress) -> None:
+            nonlocal said_filler
+            event = ev.research_progress(
+                response.id, response.item_id, step.stage, queries=step.queries, sources=step.sources
+            )
+            await self._emit_for(response, event)
+            if step.stage == "searching" and response.speaker is not None and not said_filler:
+                said_filler = True
+                await response.speaker.feed(RESEARCH_FILLER + "\n")  # a line ends its piece: spoken now
+
+        try:
+            if self._research is None:
+                raise ResearchUnavailable()
+            earlier = [f"{m['role']}: {m['content']}" for m in messages[-5:-1] if m["role"] in ("user", "assistant")]
+            async with self._llm_lease(settings.model):
+                findings = await self._research.run(
+                    question, llm=self._llm, model=settings.model, context=earlier, progress=progress
+                )
+        except (ResearchUnavailable, SearchFailed, UpstreamError, GpuError) as exc:
+            self.log.warning("response %s: research failed: %s (%s)", response.id, exc.code, exc.__cause__ or exc)
+            error = {"code": exc.code, "message": exc.message}
+            await self._emit_for(response, ev.error(exc.code, exc.message, response_id=response.id))
+            if response.speaker is not None:
+                await response.speaker.finish()
+                await response.speaker.wait()
+            await response.released.wait()
+            await self._finish(response, "failed", "error", error)
+            return
+        sources = [source.to_wire() for source in findings.sources]
+        await self._emit_for(response, ev.research_sources(response.id, response.item_id, sources))
+        last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages))
+        context = {"role": "system", "content": findings.context}
+        await self._generate(response, [*messages[:last], context, *messages[last:]])
 
     @contextlib.asynccontextmanager
     async def _llm_lease(self, model: str) -> AsyncIterator[None]:
@@ -1181,7 +1609,11 @@ class Session:
             metrics["speech_end_to_first_token_ms"] = since_speech(response.first_token_at)
             metrics["speech_end_to_first_audio_ms"] = since_speech(first_audio_at)
         self._observe(response, status, metrics)
-        if text or reasoning:
+        citations = None
+        if response.documents is not None:
+            citations = [source.to_json() for source in cited_sources(text, response.documents)]
+        if text or reasoning or response.tool_calls:
+            cited = [{"type": "citation", **{k: v for k, v in c.items() if k != "score"}} for c in citations or ()]
             await self._record(
                 response.item_id,
                 "assistant",
@@ -1191,6 +1623,7 @@ class Session:
                 heard=kept if kept != text else None,
                 audio_ms=audio["duration_ms"] if audio is not None else None,
                 timings=metrics,
+                attachments=[*response.tool_calls, *cited] or None,
             )
         if self._conn.state is not State.IDLE:
             return  # closing: nobody to tell
@@ -1206,6 +1639,7 @@ class Session:
                 reason=reason,
                 error=error,
                 audio=audio,
+                citations=citations,
             )
         )
 

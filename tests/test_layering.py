@@ -52,6 +52,11 @@ RULES = [
         ("realtime.protocol", "realtime.session", "realtime.server", "realtime.stages", "realtime.config"),
         "the embedded LLM endpoint is a separate service",
     ),
+    (
+        "realtime/research",
+        ("realtime.protocol", "realtime.session", "realtime.server", "starlette"),
+        "research is a stage: it knows nothing of the wire or the session",
+    ),
     ("db", ("realtime",), "db/ imports nothing from realtime/"),
 ]
 

@@ -45,6 +45,9 @@ async def test_history_feeds_the_next_turn(server: ServerProcess) -> None:
 async def test_cancel_real_model_mid_stream(server: ServerProcess) -> None:
     """Cancelling a long real generation stops it at once, and the next turn is served right away."""
     async with await RealtimeClient.connect(server.ws_url, server.token()) as client:
+        started = time.monotonic()
+        assert (await client.ask("Say hi.", max_output_tokens=8)).text
+        baseline = time.monotonic() - started  # the same short turn on an idle upstream, on this machine now
         await client.send(
             {
                 "type": "conversation.item.create",
@@ -63,8 +66,8 @@ async def test_cancel_real_model_mid_stream(server: ServerProcess) -> None:
         started = time.monotonic()
         again = await client.ask("Say hi.", max_output_tokens=8)
         assert again.status in ("completed", "incomplete") and again.text
-        # served promptly: the cancelled generation is not still running upstream
-        assert time.monotonic() - started < 5
+        # served promptly: the cancelled generation (up to 2000 tokens) is not still running upstream
+        assert time.monotonic() - started < 3 * baseline + 2
 
 
 async def test_reasoning_on_a_model_that_cannot_think_is_a_clear_error(server: ServerProcess) -> None:

@@ -45,6 +45,8 @@ export interface ResponseSettings {
   temperature?: number | null;
   max_output_tokens?: number | null;
   reasoning?: boolean | null;
+  /** The user's document library in every response: true (all), false/null (off), or these document ids. */
+  library?: boolean | string[] | null;
 }
 
 /** `session.update.session`. */
@@ -85,17 +87,19 @@ export interface Session {
 // ---- client events (§4.1) ------------------------------------------------------------------------
 
 export type TextPart = { type: "input_text" | "output_text"; text: string };
-/** What `createItem`/`ask`/`sendText` take as a message's parts: text, an image (JPEG, PNG or WebP bytes) or
- * recorded speech (PCM16 at the session's input rate, transcribed into the item); images and audio on user
+/** What `createItem`/`ask`/`sendText` take as a message's parts: text, an image (JPEG, PNG or WebP bytes), a
+ * document (`file`: text, Markdown, HTML, PDF or DOCX bytes, with its name) or recorded speech (PCM16 at the session's input rate, transcribed into the item); images and audio on user
  * messages only. */
 export type ContentInput =
   | string
   | { text: string }
   | { image: Uint8Array | ArrayBuffer | ArrayBufferView }
+  | { file: Uint8Array | ArrayBuffer | ArrayBufferView; filename?: string; mimeType?: string }
   | { audio: Uint8Array | ArrayBuffer | ArrayBufferView };
 export type InputPart =
   | TextPart
   | { type: "input_image"; image: Uint8Array }
+  | { type: "input_file"; file: Uint8Array; filename?: string; mime_type?: string }
   | { type: "input_audio"; audio: Uint8Array };
 
 export type ClientEvent =
@@ -189,7 +193,8 @@ export type KnownServerEvent =
   | (Envelope<"response.text.delta"> & { response_id: string; item_id: string; delta: string })
   | (Envelope<"response.audio_transcript.delta"> & { response_id: string; item_id: string; delta: string; offset_ms: number })
   | (Envelope<"response.audio.delta"> & { response_id: string; item_id: string; seq_no: number; offset_ms: number; audio: Uint8Array })
-  | (Envelope<"response.done"> & { response: ResponseDone })
+  | (Envelope<"response.done"> & { response: ResponseDone & { citations?: DocumentSource[] } })
+  | (Envelope<"response.documents.sources"> & { response_id: string; item_id: string; sources: DocumentSource[] })
   | (Envelope<"conversation.item.truncated"> & { item_id: string; audio_end_ms: number; transcript: string })
   | (Envelope<"input_audio_buffer.speech_started"> & { item_id: string; audio_start_ms: number })
   | (Envelope<"input_audio_buffer.speech_stopped"> & { item_id: string; audio_end_ms: number })
@@ -201,6 +206,19 @@ export type KnownServerEvent =
   | (Envelope<"error"> & { error: ErrorBody; response_id?: string })
   | (Envelope<"ping"> & { ts: number })
   | (Envelope<"pong"> & { ts: number; reply_to?: string });
+
+/** A document passage given to the model as source `n` (cited as [n] in the answer). */
+export interface DocumentSource {
+  n: number;
+  label: string;
+  document_id: string | null;
+  document_name: string;
+  ordinal: number;
+  page: number | null;
+  section: string | null;
+  text: string;
+  score: number | null;
+}
 
 /** A server event type this client does not know yet (the server may add types within v1). */
 export type UnknownServerEvent = Envelope<string> & { [field: string]: unknown };

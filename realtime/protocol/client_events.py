@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from realtime.errors import InvalidMessage, MessageTooLarge, UnknownEventType
+from realtime.errors import ImageTooLarge, InvalidMessage, MessageTooLarge, UnknownEventType
 from realtime.protocol.fields import Fields, safe_text
 
 MAX_EVENT_ID_LEN = 64
@@ -22,6 +22,9 @@ class Limits:
 
     max_text_chars: int = 32_000
     max_audio_bytes: int = 1 << 20
+    max_image_bytes: int = 10 << 20  # one input_image part
+    max_images: int = 4  # input_image parts in one message
+    max_file_bytes: int = 1 << 20  # one input_file part (larger documents go through the HTTP library API)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +58,50 @@ class InputAudio:
         return {"type": self.type, "audio": self.audio}
 
 
-ContentPart = InputText | OutputText | InputAudio
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    """An image attached to a user message: JPEG, PNG or WebP bytes (the session decodes and checks them)."""
+
+    image: bytes
+    type: ClassVar[str] = "input_image"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "image": self.image}
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A document attached to a user message (text, Markdown, HTML, PDF, DOCX: the session reads it)."""
+
+    file: bytes
+    filename: str | None = None
+    mime_type: str | None = None
+    type: ClassVar[str] = "input_file"
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "file": self.file}
+        if self.filename is not None:
+            out["filename"] = self.filename
+        if self.mime_type is not None:
+            out["mime_type"] = self.mime_type
+        return out
+
+
+ContentPart = InputText | OutputText | InputAudio | InputImage | InputFile
 
 # Settings a client may change with session.update; response.create may override these for one response.
-RESPONSE_FIELDS = ("model", "instructions", "temperature", "max_output_tokens", "reasoning", "output_audio_format")
+RESPONSE_FIELDS = (
+    "model",
+    "instructions",
+    "temperature",
+    "max_output_tokens",
+    "reasoning",
+    "output_audio_format",
+    "vision_model",
+    "research",
+    "tools",
+    "library",
+)
 SESSION_FIELDS = (
     *RESPONSE_FIELDS,
     "conversation_id",
@@ -87,8 +130,12 @@ class ConversationItemCreate:
 
     @property
     def text(self) -> str:
-        """The typed text (audio parts have none until the session transcribes them)."""
-        return "".join(part.text for part in self.content if not isinstance(part, InputAudio))
+        """The typed text (audio parts have none until the session transcribes them; images have none)."""
+        return "".join(part.text for part in self.content if isinstance(part, InputText | OutputText))
+
+    @property
+    def images(self) -> tuple[bytes, ...]:
+        return tuple(part.image for part in self.content if isinstance(part, InputImage))
 
     def to_wire(self) -> dict[str, Any]:
         item = {"type": "message", "role": self.role, "content": [p.to_wire() for p in self.content]}
@@ -117,6 +164,31 @@ class ResponseCancel:
         if self.response_id is None:
             return _wire(self.TYPE, self.event_id)
         return _wire(self.TYPE, self.event_id, response_id=self.response_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolConfirm:
+    """The user's answer to response.tool_confirmation_request: run the call or not."""
+
+    call_id: str
+    approve: bool
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "tool.confirm"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, call_id=self.call_id, approve=self.approve)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCancel:
+    """Stop a running tool call (a command): the model is told it was cancelled and the response goes on."""
+
+    call_id: str
+    event_id: str | None = None
+    TYPE: ClassVar[str] = "tool.cancel"
+
+    def to_wire(self) -> dict[str, Any]:
+        return _wire(self.TYPE, self.event_id, call_id=self.call_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +286,8 @@ ClientEvent = (
     | ConversationItemCreate
     | ResponseCreate
     | ResponseCancel
+    | ToolConfirm
+    | ToolCancel
     | InputAudioAppend
     | InputAudioCommit
     | InputAudioClear
@@ -251,6 +325,8 @@ def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, An
             continue
         if name == "model":
             out[name] = f.str(name, max_len=MAX_MODEL_NAME_LEN)
+        elif name == "vision_model":
+            out[name] = f.str(name, max_len=MAX_MODEL_NAME_LEN, nullable=True)
         elif name == "instructions":
             out[name] = f.str(name, max_len=limits.max_text_chars, nullable=True)
         elif name == "temperature":
@@ -259,6 +335,12 @@ def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, An
             out[name] = f.int(name, minimum=1, maximum=1_000_000, nullable=True)
         elif name == "reasoning":
             out[name] = f.bool(name, nullable=True)
+        elif name == "research":
+            out[name] = _research_mode(f, name)
+        elif name == "tools":
+            out[name] = _tools_setting(f, name)
+        elif name == "library":
+            out[name] = _library_setting(f, name)
         elif name == "conversation_id":
             out[name] = f.str(name, max_len=64, nullable=True)
         elif name in ("input_audio_format", "output_audio_format"):
@@ -267,10 +349,73 @@ def _settings(f: Fields, names: tuple[str, ...], limits: Limits) -> dict[str, An
             out[name] = _nullable_obj(f, name, _turn_detection)
         elif name == "input_audio_transcription":
             out[name] = _nullable_obj(f, name, _transcription)
-    if "model" in out and not out["model"].strip():
-        raise InvalidMessage(f"'{f.path('model')}' must not be empty", param=f.path("model"))
+    for name in ("model", "vision_model"):
+        if isinstance(out.get(name), str) and not out[name].strip():
+            raise InvalidMessage(f"'{f.path(name)}' must not be empty", param=f.path(name))
     f.done()
     return out
+
+
+RESEARCH_MODES = frozenset({"auto", "on", "off"})
+
+
+def _research_mode(f: Fields, name: str) -> str | None:
+    """Web research: "on" | "off" | "auto" (when the question asks for fresh facts); true and false are
+    short for "on" and "off"; null: the server default."""
+    value = f.raw(name)
+    if isinstance(value, bool):
+        f.mark(name)
+        return "on" if value else "off"
+    return f.str(name, choices=RESEARCH_MODES, nullable=True)
+
+
+TOOL_NAMES = frozenset({"list_files", "read_file", "write_file", "delete_file", "run_command", "read_output"})
+
+
+def _tools_setting(f: Fields, name: str) -> dict[str, Any] | None:
+    """Tools: true (on, the server's confirmations) | false or null (off) | {"confirm": [tool names]}
+    (on, asking the user before each listed tool)."""
+    value = f.raw(name)
+    if value is None or isinstance(value, bool):
+        f.mark(name)
+        return {"confirm": None} if value else None
+    sub = f.obj(name)
+    assert sub is not None
+    confirm = sub.raw("confirm") if sub.has("confirm") else None
+    if confirm is not None and (
+        not isinstance(confirm, list) or len(confirm) > len(TOOL_NAMES) or not set(confirm) <= TOOL_NAMES
+    ):
+        raise InvalidMessage(
+            f"'{sub.path('confirm')}' must be a list of tool names: {', '.join(sorted(TOOL_NAMES))}",
+            param=sub.path("confirm"),
+        )
+    if sub.has("confirm"):
+        sub.mark("confirm")
+    sub.done()
+    return {"confirm": list(confirm) if confirm is not None else None}
+
+
+MAX_LIBRARY_DOCUMENTS = 32  # document ids in one `library` setting
+
+
+def _library_setting(f: Fields, name: str) -> bool | list[str] | None:
+    """The user's document library in responses: true (all of it) | false (off) | [document ids] (only
+    those) | null (the server default, off)."""
+    value = f.raw(name)
+    if value is None or isinstance(value, bool):
+        f.mark(name)
+        return value
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= MAX_LIBRARY_DOCUMENTS
+        or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value)
+    ):
+        raise InvalidMessage(
+            f"'{f.path(name)}' must be true, false, null or a list of 1-{MAX_LIBRARY_DOCUMENTS} document ids",
+            param=f.path(name),
+        )
+    f.mark(name)
+    return list(dict.fromkeys(value))
 
 
 def _nullable_obj(f: Fields, name: str, parse: Any) -> dict[str, Any] | None:
@@ -329,12 +474,37 @@ def _transcription(f: Fields) -> dict[str, Any]:
 
 
 def _content(part: Fields, role: str, limits: Limits) -> ContentPart:
-    expected = {"assistant": {"output_text"}, "user": {"input_text", "input_audio"}}.get(role, {"input_text"})
+    expected = {
+        "assistant": {"output_text"},
+        "user": {"input_text", "input_audio", "input_image", "input_file"},
+    }.get(role, {"input_text"})
     kind = part.str("type", choices=frozenset(expected))
     if kind == "input_audio":
         audio = part.binary("audio", max_size=limits.max_audio_bytes)
         part.done()
         return InputAudio(audio)
+    if kind == "input_image":
+        try:
+            image = part.binary("image", max_size=limits.max_image_bytes)
+        except MessageTooLarge as exc:
+            raise ImageTooLarge(
+                f"'{part.path('image')}' is larger than {limits.max_image_bytes} bytes", param=part.path("image")
+            ) from exc
+        part.done()
+        return InputImage(image)
+    if kind == "input_file":
+        try:
+            data = part.binary("file", max_size=limits.max_file_bytes)
+        except MessageTooLarge as exc:
+            raise MessageTooLarge(
+                f"'{part.path('file')}' is larger than {limits.max_file_bytes} bytes: "
+                "add larger documents to the library over HTTP (POST /api/documents)",
+                param=part.path("file"),
+            ) from exc
+        filename = part.str("filename", required=False, max_len=255)
+        mime_type = part.str("mime_type", required=False, max_len=255)
+        part.done()
+        return InputFile(data, filename, mime_type)
     text = part.str("text", max_len=limits.max_text_chars)
     part.done()
     return OutputText(text) if kind == "output_text" else InputText(text)
@@ -349,7 +519,9 @@ def _parse_item_create(f: Fields, event_id: str | None, limits: Limits) -> Conve
     parts = item.objects("content", max_items=MAX_CONTENT_PARTS, min_items=1)
     content = tuple(_content(p, role, limits) for p in parts)
     item.done()
-    if sum(len(p.text) for p in content if not isinstance(p, InputAudio)) > limits.max_text_chars:
+    if sum(isinstance(p, InputImage) for p in content) > limits.max_images:
+        raise MessageTooLarge(f"a message holds at most {limits.max_images} images", param="item.content")
+    if sum(len(p.text) for p in content if isinstance(p, InputText | OutputText)) > limits.max_text_chars:
         raise MessageTooLarge(f"message text is longer than {limits.max_text_chars} characters", param="item.content")
     return ConversationItemCreate(role=role, content=content, event_id=event_id)
 
@@ -378,6 +550,15 @@ def parse_client_event(
         response_id = f.str("response_id", required=False, max_len=64)
         f.done()
         return ResponseCancel(response_id, event_id)
+    if type_ == ToolConfirm.TYPE:
+        call_id = f.str("call_id", max_len=64)
+        approve = f.bool("approve")
+        f.done()
+        return ToolConfirm(call_id, bool(approve), event_id)
+    if type_ == ToolCancel.TYPE:
+        call_id = f.str("call_id", max_len=64)
+        f.done()
+        return ToolCancel(call_id, event_id)
     if type_ == InputAudioAppend.TYPE:
         audio = f.binary("audio", max_size=limits.max_audio_bytes)
         f.done()

@@ -8,7 +8,7 @@ whose `id` it is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,63 @@ def response_created(
     return ServerEvent("response.created", {"response": response})
 
 
+def research_progress(
+    response_id: str, item_id: str, stage: str, *, queries: Sequence[str] = (), sources: int | None = None
+) -> ServerEvent:
+    """A research turn's stage: planning | searching (`queries`) | reading (`sources`: pages being read) |
+    answering (`sources`: pages the answer is written from)."""
+    fields: dict[str, Any] = {"response_id": response_id, "item_id": item_id, "stage": stage}
+    if queries:
+        fields["queries"] = list(queries)
+    if sources is not None:
+        fields["sources"] = sources
+    return ServerEvent("response.research.progress", fields)
+
+
+def document_sources(response_id: str, item_id: str, sources: Sequence[Mapping[str, Any]]) -> ServerEvent:
+    """The document passages a response was given: [{n, label, document_id, document_name, ordinal, page,
+    section, text, score}], [n] in the text naming source n (response.done's `citations`: those cited)."""
+    return ServerEvent(
+        "response.documents.sources",
+        {"response_id": response_id, "item_id": item_id, "sources": [dict(s) for s in sources]},
+    )
+
+
+def research_sources(response_id: str, item_id: str, sources: Sequence[Mapping[str, Any]]) -> ServerEvent:
+    """The pages a research answer may cite: [{n, url, title}], [n] in the text naming source n."""
+    return ServerEvent(
+        "response.research.sources",
+        {"response_id": response_id, "item_id": item_id, "sources": [dict(s) for s in sources]},
+    )
+
+
+def tool_call(response_id: str, item_id: str, call_id: str, name: str, arguments: Mapping[str, Any]) -> ServerEvent:
+    """The model called a tool (it runs next, or once the user confirms it)."""
+    fields = {"response_id": response_id, "item_id": item_id, "call_id": call_id, "name": name}
+    return ServerEvent("response.tool_call", {**fields, "arguments": dict(arguments)})
+
+
+def tool_confirmation_request(
+    response_id: str, call_id: str, name: str, arguments: Mapping[str, Any], timeout_ms: int
+) -> ServerEvent:
+    """Run this call? Answered by tool.confirm (or, in a voice session, a spoken yes or no)."""
+    fields = {"response_id": response_id, "call_id": call_id, "name": name, "arguments": dict(arguments)}
+    return ServerEvent("response.tool_confirmation_request", {**fields, "timeout_ms": timeout_ms})
+
+
+def tool_output_delta(response_id: str, call_id: str, delta: str) -> ServerEvent:
+    """Terminal output of a running command, as it is produced (bounded by the sandbox's output cap)."""
+    return ServerEvent("response.tool_output.delta", {"response_id": response_id, "call_id": call_id, "delta": delta})
+
+
+def tool_result(
+    response_id: str, call_id: str, name: str, status: str, output: str, details: Mapping[str, Any]
+) -> ServerEvent:
+    """A call's end. status: completed | failed | declined | cancelled; `output` is what the model reads."""
+    fields = {"response_id": response_id, "call_id": call_id, "name": name, "status": status, "output": output}
+    return ServerEvent("response.tool_result", {**fields, "details": dict(details)})
+
+
 def text_delta(response_id: str, item_id: str, delta: str) -> ServerEvent:
     return ServerEvent("response.text.delta", {"response_id": response_id, "item_id": item_id, "delta": delta})
 
@@ -74,8 +131,11 @@ def response_done(
     reason: str | None = None,
     error: Mapping[str, str] | None = None,
     audio: Mapping[str, Any] | None = None,
+    citations: Sequence[Mapping[str, Any]] | None = None,
 ) -> ServerEvent:
     """status: completed | cancelled | interrupted | incomplete | failed; `reason` says why it is not completed.
+
+    `citations` (responses given document sources): the sources the answer cites as [n], first cited first.
 
     `audio` (spoken responses): duration_ms sent, played_ms heard, heard_text (what history keeps).
     """
@@ -93,6 +153,8 @@ def response_done(
     response["metrics"] = dict(metrics)
     if audio is not None:
         response["audio"] = dict(audio)
+    if citations is not None:
+        response["citations"] = [dict(c) for c in citations]
     return ServerEvent("response.done", {"response": response})
 
 

@@ -40,6 +40,8 @@ _ALL = frozenset(
         "conversation.item.create",
         "response.create",
         "response.cancel",
+        "tool.confirm",
+        "tool.cancel",
         "input_audio_buffer.append",
         "input_audio_buffer.commit",
         "input_audio_buffer.clear",

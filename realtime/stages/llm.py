@@ -29,6 +29,8 @@ log = logging.getLogger("realtime.llm")
 MAX_LINE_BYTES = 1 << 20
 MAX_ERROR_BODY = 16 << 10
 MAX_UPSTREAM_MESSAGE = 300
+SHOW_TIMEOUT = 30.0  # a model's /api/show (capabilities): read from its files, no generation
+MAX_CACHED_MODELS = 256  # capabilities remembered per OllamaChat (a model's do not change while it is pulled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class ChatRequest:
     max_tokens: int | None = None
     think: bool | None = None
     keep_alive: str | int | None = None
+    format: str | Mapping[str, Any] | None = None  # Ollama structured output: "json" or a JSON schema
+    tools: Sequence[Mapping[str, Any]] | None = None  # Ollama tool calling: [{type: function, function: {...}}]
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": list(self.messages), "stream": True}
@@ -53,6 +57,10 @@ class ChatRequest:
             body["think"] = self.think
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
+        if self.format is not None:
+            body["format"] = self.format
+        if self.tools:
+            body["tools"] = list(self.tools)
         return body
 
 
@@ -71,13 +79,29 @@ class ChatDone:
     output_tokens: int | None
 
 
-ChatChunk = ChatDelta | ChatDone
+@dataclass(frozen=True, slots=True)
+class ChatToolCall:
+    """A tool call from `message.tool_calls`: {id?, function: {name, arguments: object}}."""
+
+    name: str
+    arguments: Mapping[str, Any]
+    id: str | None = None
+
+
+ChatChunk = ChatDelta | ChatToolCall | ChatDone
 
 
 class ChatBackend(Protocol):
     """What a session needs from an LLM: one streamed chat. Cancel the iteration to stop it."""
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
+
+
+class CapabilityBackend(Protocol):
+    """A backend that can say what a model can do (Ollama's /api/show `capabilities`: "completion",
+    "vision", "tools", "thinking"...). None: it cannot tell (an Ollama too old to report them)."""
+
+    async def capabilities(self, model: str) -> frozenset[str] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +134,7 @@ class OllamaChat:
             raise ValueError("OllamaChat needs at least one HTTP client")
         self._turn = 0
         self._timeouts = timeouts or OllamaTimeouts()
+        self._capabilities: dict[str, frozenset[str] | None] = {}
 
     def _client(self) -> httpx.AsyncClient:
         """The next shard."""
@@ -197,6 +222,39 @@ class OllamaChat:
             return UpstreamUnavailable("The language model service is busy or unavailable.")
         return UpstreamError()
 
+    def _show_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(SHOW_TIMEOUT, connect=self._timeouts.connect, pool=self._timeouts.connect)
+
+    async def capabilities(self, model: str) -> frozenset[str] | None:
+        """What `model` can do, from POST /api/show (cached); None when the server does not say.
+
+        ModelNotFound for a model the server does not have; other failures as for a chat."""
+        if model in self._capabilities:
+            return self._capabilities[model]
+        try:
+            resp = await self._client().post(
+                f"{self.base_url}/api/show", json={"model": model}, timeout=self._show_timeout()
+            )
+            if resp.status_code != 200:
+                raise await self._status_error(resp, model)
+            body = resp.json()
+        except UpstreamError:
+            raise
+        except httpx.ConnectError as exc:
+            raise UpstreamUnavailable() from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout() from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError() from exc
+        except ValueError as exc:
+            raise UpstreamProtocolError() from exc
+        listed = body.get("capabilities") if isinstance(body, dict) else None
+        found = frozenset(c for c in listed if isinstance(c, str)) if isinstance(listed, list) else None
+        if len(self._capabilities) >= MAX_CACHED_MODELS:
+            self._capabilities.clear()
+        self._capabilities[model] = found
+        return found
+
     async def version(self) -> str:
         """GET /api/version; raises UpstreamUnavailable when nothing answers like Ollama."""
         try:
@@ -237,6 +295,7 @@ def _parse_chunks(obj: Mapping[str, Any]) -> list[ChatChunk]:
             raise UpstreamProtocolError()
         if content or thinking:
             out.append(ChatDelta(content=content, thinking=thinking))
+        out.extend(_tool_calls(message.get("tool_calls")))
     done = obj.get("done")
     if done is True:
         out.append(
@@ -249,6 +308,30 @@ def _parse_chunks(obj: Mapping[str, Any]) -> list[ChatChunk]:
     elif done not in (False, None):
         raise UpstreamProtocolError()
     return out
+
+
+def _tool_calls(value: object) -> list[ChatToolCall]:
+    """Ollama's `tool_calls`; arguments may come as an object or (OpenAI-style) as a JSON string."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UpstreamProtocolError()
+    calls: list[ChatToolCall] = []
+    for item in value:
+        function = item.get("function") if isinstance(item, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise UpstreamProtocolError()
+        arguments = function.get("arguments") or {}
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError as exc:
+                raise UpstreamProtocolError() from exc
+        if not isinstance(arguments, Mapping):
+            raise UpstreamProtocolError()
+        call_id = item.get("id")
+        calls.append(ChatToolCall(function["name"], dict(arguments), call_id if isinstance(call_id, str) else None))
+    return calls
 
 
 def _opt_int(value: object) -> int | None:

@@ -12,6 +12,9 @@ export const CLIENT_EVENT_TYPES = Object.freeze([
   "input_audio_buffer.clear",
   "conversation.item.truncate",
   "conversation.item.delete",
+  "tool.confirm",
+  "tool.cancel",
+  "models.status",
   "ping",
   "pong",
 ]);
@@ -37,6 +40,14 @@ export const SERVER_EVENT_TYPES = Object.freeze([
   "conversation.item.input_audio_transcription.partial",
   "conversation.item.input_audio_transcription.segment",
   "conversation.item.input_audio_transcription.completed",
+  "response.research.progress",
+  "response.research.sources",
+  "response.documents.sources",
+  "response.tool_call",
+  "response.tool_confirmation_request",
+  "response.tool_output.delta",
+  "response.tool_result",
+  "models.status",
   "error",
   "ping",
   "pong",
@@ -68,8 +79,9 @@ export function sessionUpdate(session, eventId) {
 
 /**
  * A message item. `content` is a string (one part) or a list of parts: strings become text parts (of
- * the type the role takes), `{image}` an `input_image` part (JPEG, PNG or WebP bytes) and `{audio}` an
- * `input_audio` part (PCM16 at the session's input rate); both only on user messages. Bytes go as msgpack
+ * the type the role takes), `{image}` an `input_image` part (JPEG, PNG or WebP bytes), `{file, filename?,
+ * mimeType?}` an `input_file` part (a text, Markdown, HTML, PDF or DOCX document) and `{audio}` an
+ * `input_audio` part (PCM16 at the session's input rate); these only on user messages. Bytes go as msgpack
  * `bin`, or base64 in JSON.
  * @param {"user" | "assistant" | "system"} role
  * @param {string | readonly import("../index.js").ContentInput[]} content
@@ -89,9 +101,16 @@ export function conversationItemCreate(role, content, eventId) {
 function contentPart(part, partType) {
   if (typeof part === "string") return { type: partType, text: part };
   if ("image" in part && part.image !== undefined) return { type: "input_image", image: bytesOf(part.image) };
+  if ("file" in part && part.file !== undefined) {
+    /** @type {{type: "input_file", file: Uint8Array, filename?: string, mime_type?: string}} */
+    const out = { type: "input_file", file: bytesOf(part.file) };
+    if (part.filename !== undefined) out.filename = part.filename;
+    if (part.mimeType !== undefined) out.mime_type = part.mimeType;
+    return out;
+  }
   if ("audio" in part && part.audio !== undefined) return { type: "input_audio", audio: bytesOf(part.audio) };
   if ("text" in part && typeof part.text === "string") return { type: partType, text: part.text };
-  throw new TypeError("a content part is a string, {text}, {image} or {audio}");
+  throw new TypeError("a content part is a string, {text}, {image}, {file} or {audio}");
 }
 
 /** @param {Uint8Array | ArrayBuffer | ArrayBufferView} data */

@@ -351,6 +351,30 @@ describe("content parts", () => {
     }
   });
 
+  test("a document goes as bytes with its name and type: msgpack bin, JSON base64", async () => {
+    for (const encoding of /** @type {const} */ (["msgpack", "json"])) {
+      const server = await fake({
+        onConnect: async (link) => {
+          const create = await link.next("conversation.item.create");
+          const item = { id: "item_1", type: "message", role: "user", content: [] };
+          link.send({ type: "conversation.item.created", event_id: create.event_id, item });
+        },
+      });
+      const c = client(server.url, { encoding });
+      await c.connect();
+      const doc = new TextEncoder().encode("The tyre pressure is 2.4 bar.");
+      await c.createItem("user", ["What does it say?", { file: doc, filename: "car.txt", mimeType: "text/plain" }]);
+      const create = (await server.link(0)).received.find((e) => e.type === "conversation.item.create");
+      const file = create.item.content[1];
+      assert.equal(file.type, "input_file");
+      assert.equal(file.filename, "car.txt");
+      assert.equal(file.mime_type, "text/plain");
+      if (encoding === "msgpack") assert.deepEqual([...file.file], [...doc]);
+      else assert.equal(file.file, Buffer.from(doc).toString("base64"));
+      await c.close();
+    }
+  });
+
   test("a part that is not text, image or audio is refused before anything is sent", async () => {
     const server = await fake();
     const c = client(server.url);
