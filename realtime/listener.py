@@ -55,11 +55,15 @@ class NotListening(ClientError):
     code = "not_listening"
 
 
+MIN_BUFFER_SAMPLES = 16_000  # one second at 16 kHz: the first allocation, then doubling
+
+
 class SampleBuffer:
     """A turn's audio: appends in amortised O(chunk), not a copy of the whole buffer per chunk (which made
     a 30 s turn cost 139 µs per 20 ms chunk, quadratic in its length); dropping from the front is free."""
 
-    def __init__(self, capacity: int = 16_000 * 4) -> None:
+    def __init__(self, capacity: int = 0) -> None:
+        # Empty until audio comes: a session that never sends audio (most idle ones) pays nothing.
         self._buf = np.zeros(capacity, dtype=np.float32)
         self._start = self._end = 0
 
@@ -71,7 +75,7 @@ class SampleBuffer:
         if self._end + n > len(self._buf):
             size = len(self)
             if size + n > len(self._buf) // 2:  # mostly full: grow; else compacting is enough
-                grown = np.zeros(max(2 * len(self._buf), size + n), dtype=np.float32)
+                grown = np.zeros(max(2 * len(self._buf), size + n, MIN_BUFFER_SAMPLES), dtype=np.float32)
                 grown[:size] = self.view()
                 self._buf = grown
             else:

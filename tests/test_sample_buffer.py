@@ -32,3 +32,11 @@ def test_memory_stays_bounded_by_what_is_held() -> None:
         if len(buffer) > 4_000:
             buffer.drop(len(buffer) - 4_000)
     assert buffer._buf.size <= 16_000
+
+
+def test_an_unused_buffer_holds_no_memory() -> None:
+    """Idle sessions never send audio: their buffer allocates nothing until the first append."""
+    buffer = SampleBuffer()
+    assert buffer._buf.nbytes == 0
+    buffer.append(np.ones(320, dtype=np.float32))
+    assert len(buffer) == 320 and buffer._buf.size == 16_000
