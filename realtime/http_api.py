@@ -187,13 +187,13 @@ def conversation_json(conversation: Conversation, *, with_messages: bool = False
     return out
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     # user data and tokens: never stored by caches
     return JSONResponse(payload, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def _error(exc: HttpError) -> JSONResponse:
-    return _json({"error": {"code": exc.code, "message": exc.message}}, exc.status, exc.headers)
+    return json_response({"error": {"code": exc.code, "message": exc.message}}, exc.status, exc.headers)
 
 
 def _cookie(value: str, max_age: int, secure: bool) -> str:
@@ -205,19 +205,19 @@ def _cookie(value: str, max_age: int, secure: bool) -> str:
     return "; ".join(parts)
 
 
-async def _read_json(request: Request) -> dict[str, Any]:
-    """The request's JSON object body, at most MAX_BODY_SIZE bytes."""
+async def read_json(request: Request, max_size: int = MAX_BODY_SIZE) -> dict[str, Any]:
+    """The request's JSON object body, at most `max_size` bytes (the documents API uses it too)."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise HttpError(415, "unsupported_media_type", "Send a JSON body with Content-Type: application/json.")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_SIZE:
-        raise HttpError(413, "body_too_large", f"The body may be at most {MAX_BODY_SIZE} bytes.")
+    if declared.isdigit() and int(declared) > max_size:
+        raise HttpError(413, "body_too_large", f"The body may be at most {max_size} bytes.")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_SIZE:
-            raise HttpError(413, "body_too_large", f"The body may be at most {MAX_BODY_SIZE} bytes.")
+        if len(body) > max_size:
+            raise HttpError(413, "body_too_large", f"The body may be at most {max_size} bytes.")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -328,7 +328,7 @@ class _Api:
         token = self.authority.issue(str(user.id), ttl=self.token_ttl, admin=user.is_admin)
         ttl = int(self.token_ttl)
         body = {"user": user_json(user), "access_token": token, "token_type": "bearer", "expires_in": ttl}
-        return _json(body, status, {"Set-Cookie": _cookie(token, ttl, self.cookie_secure)})
+        return json_response(body, status, {"Set-Cookie": _cookie(token, ttl, self.cookie_secure)})
 
     # --- accounts
 
@@ -336,7 +336,7 @@ class _Api:
         db = self.db()
         if not self.allow_signup:
             raise HttpError(403, "signup_disabled", "Sign-up is turned off on this server.")
-        data = await _read_json(request)
+        data = await read_json(request)
         username, password = _string(data, "username"), _string(data, "password")
         if not USERNAME_PATTERN.fullmatch(username):
             raise HttpError(
@@ -357,7 +357,7 @@ class _Api:
 
     async def login(self, request: Request) -> Response:
         db = self.db()
-        data = await _read_json(request)
+        data = await read_json(request)
         username, password = _string(data, "username"), _string(data, "password")
         if len(username) > 64 or len(password) > MAX_PASSWORD_CHARS:
             raise HttpError(400, "invalid_request", "The username or password is too long.")
@@ -389,13 +389,13 @@ class _Api:
 
     async def me(self, request: Request) -> Response:
         db = self.db()
-        return _json({"user": user_json(await self.current_user(request, db))})
+        return json_response({"user": user_json(await self.current_user(request, db))})
 
     async def ticket(self, request: Request) -> Response:
         db = self.db()
         user = await self.current_user(request, db)
         ticket = await db.tickets.issue(user.id, self.ticket_ttl)
-        return _json({"ticket": ticket, "expires_in": int(self.ticket_ttl)})
+        return json_response({"ticket": ticket, "expires_in": int(self.ticket_ttl)})
 
     # --- conversations
 
@@ -411,14 +411,15 @@ class _Api:
             )
         except ValueError as exc:
             raise HttpError(400, "invalid_cursor", "'before' is not a cursor this server gave out.") from exc
-        return _json({"conversations": [conversation_json(c) for c in page.items], "next_cursor": page.next_cursor})
+        items = [conversation_json(c) for c in page.items]
+        return json_response({"conversations": items, "next_cursor": page.next_cursor})
 
     async def create_conversation(self, request: Request) -> Response:
         db = self.db()
         user = await self.current_user(request, db)
-        title = _title(await _read_json(request))
+        title = _title(await read_json(request))
         conversation = await db.conversations.create(user.id, title)
-        return _json(conversation_json(conversation, with_messages=True), 201)
+        return json_response(conversation_json(conversation, with_messages=True), 201)
 
     async def get_conversation(self, request: Request) -> Response:
         db = self.db()
@@ -426,18 +427,18 @@ class _Api:
         conversation = await db.conversations.get(user.id, request.path_params["conversation_id"])
         if conversation is None:
             raise _not_found()
-        return _json(conversation_json(conversation, with_messages=True))
+        return json_response(conversation_json(conversation, with_messages=True))
 
     async def rename_conversation(self, request: Request) -> Response:
         db = self.db()
         user = await self.current_user(request, db)
-        data = await _read_json(request)
+        data = await read_json(request)
         if "title" not in data:
             raise HttpError(400, "invalid_request", "'title' is required (a string, or null to clear it).")
         conversation = await db.conversations.rename(user.id, request.path_params["conversation_id"], _title(data))
         if conversation is None:
             raise _not_found()
-        return _json(conversation_json(conversation))
+        return json_response(conversation_json(conversation))
 
     async def delete_conversation(self, request: Request) -> Response:
         db = self.db()

@@ -12,7 +12,6 @@ JSON-only rule does for the other routes. The Content-Type is a hint at most: th
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +28,7 @@ from realtime.documents.context import build_context
 from realtime.documents.errors import HTTP_STATUS, DocumentError, EmbeddingDimensionMismatch
 from realtime.documents.library import DocumentLibrary
 from realtime.errors import AuthError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from realtime.http_api import HttpError
+from realtime.http_api import HttpError, json_response, read_json
 
 log = logging.getLogger("realtime.documents.http")
 
@@ -57,12 +56,8 @@ def document_json(document: StoredDocument) -> dict[str, Any]:
     }
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(payload, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
-
-
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return _json({"error": {"code": code, "message": message}}, status, headers)
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
 
 
 def _upstream_status(exc: UpstreamError) -> int:
@@ -163,19 +158,19 @@ class _Api:
         document = await library.add(
             str(user.id), unquote(raw_name), bytes(body), declared_type=request.headers.get("content-type")
         )
-        return _json({"document": document_json(document)}, 201)
+        return json_response({"document": document_json(document)}, 201)
 
     async def list(self, request: Request) -> Response:
         user = await self.user(request)
         documents = await self.library().list(str(user.id))
-        return _json({"documents": [document_json(d) for d in documents]})
+        return json_response({"documents": [document_json(d) for d in documents]})
 
     async def get(self, request: Request) -> Response:
         user = await self.user(request)
         document = await self.library().get(str(user.id), request.path_params["document_id"])
         if document is None:
             raise _not_found()
-        return _json({"document": document_json(document)})
+        return json_response({"document": document_json(document)})
 
     async def delete(self, request: Request) -> Response:
         user = await self.user(request)
@@ -191,12 +186,12 @@ class _Api:
         passage = await self.library().passage(str(user.id), request.path_params["document_id"], int(raw))
         if passage is None:
             raise _not_found()
-        return _json({"passage": passage.to_json()})
+        return json_response({"passage": passage.to_json()})
 
     async def search(self, request: Request) -> Response:
         user = await self.user(request)
         library = self.library()
-        data = await _read_json(request)
+        data = await read_json(request, MAX_JSON_SIZE)
         query = data.get("query")
         if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS:
             raise HttpError(400, "invalid_request", f"'query' must be a string of 1 to {MAX_QUERY_CHARS} characters.")
@@ -211,30 +206,12 @@ class _Api:
             raise HttpError(400, "invalid_request", "'mode' must be 'hybrid' or 'vector'.")
         passages = await library.search(str(user.id), query, limit=limit, document_ids=ids, hybrid=mode == "hybrid")
         context = build_context(passages, max_chars=library.context_chars)
-        return _json(
+        return json_response(
             {
                 "passages": [p.to_json() for p in passages],
                 "context": {"text": context.text, "sources": [s.to_json() for s in context.sources]},
             }
         )
-
-
-async def _read_json(request: Request) -> dict[str, Any]:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise HttpError(415, "unsupported_media_type", "Send a JSON body with Content-Type: application/json.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_SIZE:
-            raise HttpError(413, "body_too_large", f"The body may be at most {MAX_JSON_SIZE} bytes.")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpError(400, "invalid_json", "The body is not valid JSON.") from exc
-    if not isinstance(data, dict):
-        raise HttpError(400, "invalid_json", "The body must be a JSON object.")
-    return data
 
 
 def routes(
