@@ -21,6 +21,7 @@ from realtime.protocol.codec import Encoding
 from tests.conftest import ServerFactory, create_database
 from tests.documents.corpus import CASES, Case
 from tests.documents.fixtures import make_pdf, make_zip_bomb_docx
+from tests.support.accounts import signed_in
 from tests.support.fake_ollama import FakeOllama
 from tests.support.local_ollama import start_local_ollama
 from tests.support.server import ServerProcess, free_port
@@ -64,25 +65,16 @@ async def docs_server(
     )
 
 
-async def _account(server: ServerProcess, name: str) -> httpx.AsyncClient:
-    http = httpx.AsyncClient(base_url=server.url, timeout=120.0)
-    resp = await http.post("/api/auth/signup", json={"username": name, "password": "correct horse battery"})
-    assert resp.status_code == 201, resp.text
-    http.cookies.clear()
-    http.headers["Authorization"] = "Bearer " + resp.json()["access_token"]
-    return http
-
-
 @pytest.fixture(scope="module")
 async def alice(docs_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    http = await _account(docs_server, "alice-session-docs")
+    http = await signed_in(docs_server, "alice-session-docs")
     yield http
     await http.aclose()
 
 
 @pytest.fixture(scope="module")
 async def bob(docs_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    http = await _account(docs_server, "bob-session-docs")
+    http = await signed_in(docs_server, "bob-session-docs")
     yield http
     await http.aclose()
 
@@ -385,7 +377,7 @@ async def test_documents_unavailable_answers_without_them(
         voice="off",
         tts_engine="off",
     )
-    http = await _account(srv, "carol-docs")
+    http = await signed_in(srv, "carol-docs")
     await http.aclose()
     case = BY_NAME["car.txt"]
     async with await _session(srv, _token(http), library=True) as client:

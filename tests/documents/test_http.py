@@ -13,6 +13,7 @@ from db import EmbeddedPostgres
 from tests.conftest import ServerFactory, create_database
 from tests.documents.corpus import CASES
 from tests.documents.fixtures import make_pdf, make_zip_bomb_docx
+from tests.support.accounts import signed_in
 from tests.support.server import ServerProcess
 
 MAX_SIZE = 400_000
@@ -29,25 +30,16 @@ async def docs_server(server_factory: ServerFactory, embed_url: str, postgres: E
     )
 
 
-async def _account(server: ServerProcess, name: str) -> httpx.AsyncClient:
-    http = httpx.AsyncClient(base_url=server.url, timeout=120.0)
-    resp = await http.post("/api/auth/signup", json={"username": name, "password": "correct horse battery"})
-    assert resp.status_code == 201, resp.text
-    http.cookies.clear()
-    http.headers["Authorization"] = "Bearer " + resp.json()["access_token"]
-    return http
-
-
 @pytest.fixture(scope="module")
 async def alice(docs_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    http = await _account(docs_server, "alice-docs")
+    http = await signed_in(docs_server, "alice-docs")
     yield http
     await http.aclose()
 
 
 @pytest.fixture(scope="module")
 async def bob(docs_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    http = await _account(docs_server, "bob-docs")
+    http = await signed_in(docs_server, "bob-docs")
     yield http
     await http.aclose()
 
