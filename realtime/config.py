@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from realtime.assets import LLM_GGUF, PIPER_VOICE, VAD_ONNX, WHISPER_DIR, default_cache_dir
+from realtime.assets import LLM_GGUF, PIPER_VOICE, TURN_ONNX, VAD_ONNX, WHISPER_DIR, default_cache_dir
 from realtime.errors import ConfigError
 
 _UNSET = object()
@@ -97,6 +97,9 @@ class Settings:
     stt_compute_type: str = "default"  # default: int8 on CPU, float16 on CUDA
     stt_workers: int = 1
     vad_model_path: Path | None = None
+    # The end-of-turn model (Smart Turn v3 onnx): "auto" uses it when its file is present; "off" never.
+    turn_model: str = "auto"
+    turn_model_path: Path | None = None
     max_turn_ms: int = 30_000
     partial_interval_ms: int = 300
 
@@ -198,6 +201,10 @@ class Settings:
         return self.vad_model_path or self.models_dir / VAD_ONNX
 
     @property
+    def turn_onnx_path(self) -> Path:
+        return self.turn_model_path or self.models_dir / TURN_ONNX
+
+    @property
     def piper_voice_path(self) -> Path:
         return self.tts_voice_path or self.models_dir / PIPER_VOICE
 
@@ -260,6 +267,7 @@ _PARSERS = {
 _CHOICES = {
     "embedded_llm": {"auto", "always", "never"},
     "voice": {"auto", "on", "off"},
+    "turn_model": {"auto", "off"},
     "stt_device": {"auto", "cpu", "cuda"},
     "tts_engine": {"piper", "espeak", "chatterbox", "off"},
     "tts_device": {"auto", "cpu", "cuda"},

@@ -3,8 +3,9 @@
 Audio is resampled to 16 kHz and kept in one bounded buffer. The VAD marks speech; while the user
 speaks, the open segment is re-decoded on a schedule that backs off under load (one partial in flight
 per session) and LocalAgreement-2 publishes a stable prefix that never changes. At the first silent
-frame the final decode of the segment starts speculatively; if the pause lasts `segment_pause_ms` its
-text is final (published at once), and after `silence_duration_ms` the turn is committed.
+frame the final decode of the segment starts speculatively (its words go to a speculative reply as soon
+as it is done). If the pause lasts `segment_pause_ms` its text is final (published at once) and the
+end-of-turn model may end the turn there; after `silence_duration_ms` the turn is committed anyway.
 
 The listener owns its decode tasks; the session cancels them all through `aclose()`.
 """
@@ -252,6 +253,8 @@ class Listener:
                     self._turn.speech_end_at = self._clock() - (self.now_ms - end_ms) / 1000
                 if self._segment is not None:
                     self._start_final(self._segment, self.now_ms)
+                    if self._turn is not None and self._on_tentative is not None:
+                        self._own(self._tentative_when_decoded(self._turn, self._segment), "tentative")
             case SpeechResumed(segment_closed=closed):
                 self._speech_onset_ms = self._vad_done // SAMPLES_PER_MS - 32
                 if self._on_resumed is not None:
@@ -265,6 +268,9 @@ class Listener:
                     segment.final_task = None
             case SegmentEnded(end_ms=end_ms):
                 self._close_segment(end_ms)
+                td, judge = self.config.turn_detection, self._voice.turn
+                if self._turn is not None and td is not None and td.turn_model and judge is not None:
+                    self._own(self._judge_end(self._turn, td.turn_model_threshold), "turn-model")
             case TurnEnded(end_ms=end_ms):
                 await self._end_turn(end_ms)
 
@@ -295,6 +301,40 @@ class Listener:
         language = segment.language
         segment.final_cut_ms = cut_ms
         segment.final_task = self._own(self._decode(audio, prefix, language, final=True), "stt-final")
+
+    async def _tentative_when_decoded(self, turn: _Turn, segment: _Segment) -> None:
+        """Hand the words over for a speculative reply as soon as the pause's final decode is done, rather
+        than at the segment pause: the reply gets that much more of a head start. Nothing is published
+        here; if the user goes on speaking, the speculation is dropped (`on_resumed`)."""
+        task = segment.final_task
+        if task is None:
+            return
+        await asyncio.wait({task})
+        if task.cancelled() or segment.final_task is not task or self._segment is not segment or turn is not self._turn:
+            return  # speech resumed, or the segment closed and its publication speculates instead
+        if turn.finalizing is not None and not turn.finalizing.done():
+            return  # an earlier segment's words are not in yet
+        transcript = task.result()
+        if transcript is None or transcript.degenerate or is_hallucination(transcript):
+            return
+        assert self._on_tentative is not None
+        await self._on_tentative(" ".join([*turn.texts, transcript.text]).strip())
+
+    async def _judge_end(self, turn: _Turn, threshold: float) -> None:
+        """Ask the end-of-turn model whether the pause in progress ends the turn; end it now if so."""
+        judge = self._voice.turn
+        assert judge is not None and self._detector is not None
+        pause = self._detector.pause_ms
+        start = turn.start_ms * SAMPLES_PER_MS - self._audio_base
+        audio = self._audio.view()[max(0, start) :].copy()
+        probability = await judge.probability(audio)
+        if probability is None or turn is not self._turn or self._detector.pause_ms != pause:
+            return  # the judge was busy, or meanwhile the turn ended or this pause did (speech resumed)
+        log.debug("end-of-turn model: %.2f after %d ms of turn audio", probability, len(audio) // SAMPLES_PER_MS)
+        if probability < threshold:
+            return
+        for event in self._detector.end_now():
+            await self._on_turn_event(event)
 
     def _close_segment(self, end_ms: int) -> None:
         """The segment's words are final: publish them (after the previous segment's, in order)."""

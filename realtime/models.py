@@ -1,8 +1,9 @@
 """The server's models under the GPU scheduler: which are registered, on what device, and the leases.
 
-Every model use is a lease (realtime/gpu): VAD for the server's lifetime, Whisper around each decode,
-the TTS engine around each spoken piece, the LLM around each streamed reply. So an unload (admin API,
-low_vram swaps) waits for the model to be idle and never pulls it from under a running turn.
+Every model use is a lease (realtime/gpu): VAD and the end-of-turn model for the server's lifetime,
+Whisper around each decode, the TTS engine around each spoken piece, the LLM around each streamed reply.
+So an unload (admin API, low_vram swaps) waits for the model to be idle and never pulls it from under a
+running turn.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from realtime.errors import ConfigError
 from realtime.gpu_scheduler import FactoryModel, GpuScheduler, OllamaModel, SchedulerConfig, detect_backend
 from realtime.stages.stt import SttConfig, WhisperEngine
 from realtime.stages.tts import Tts, TtsEngine, load_engine
+from realtime.stages.turn_model import SmartTurnModel
 from realtime.stages.vad import SileroModel
 
 log = logging.getLogger("realtime.models")
 
-VAD, STT, TTS, LLM = "vad", "whisper", "tts", "llm"
+VAD, TURN, STT, TTS, LLM = "vad", "turn", "whisper", "tts", "llm"
 
 
 def scheduler_config(s: Settings) -> SchedulerConfig:
@@ -72,6 +74,10 @@ def build_scheduler(s: Settings, http: httpx.AsyncClient | None, *, llm_on_cpu: 
     )
     # the VAD is tiny and leased for the server's lifetime: never a "large" model swapped in low_vram mode
     scheduler.register(FactoryModel(VAD, "vad", 40 << 20, lambda d: SileroModel(s.vad_path), large=False), device="cpu")
+    if s.voice != "off" and s.turn_model != "off" and s.turn_onnx_path.is_file():
+        scheduler.register(
+            FactoryModel(TURN, "turn", 40 << 20, lambda d: SmartTurnModel(s.turn_onnx_path), large=False), device="cpu"
+        )
     if s.voice != "off":
         stt = SttConfig(model=s.stt_model_ref, compute_type=s.stt_compute_type, workers=s.stt_workers)
 

@@ -189,6 +189,8 @@ DEFAULT_TURN_DETECTION: dict[str, Any] = {
     "silence_duration_ms": 500,
     "min_speech_duration_ms": 100,
     "segment_pause_ms": 200,
+    "turn_model": True,
+    "turn_model_threshold": 0.5,
     "create_response": True,
     "interrupt_response": True,
     "interrupt_min_speech_ms": 250,
@@ -746,6 +748,8 @@ class Session:
                 silence_duration_ms=td["silence_duration_ms"],
                 min_speech_duration_ms=td["min_speech_duration_ms"],
                 segment_pause_ms=td["segment_pause_ms"],
+                turn_model=td["turn_model"],
+                turn_model_threshold=td["turn_model_threshold"],
             )
         config = ListenerConfig(
             sample_rate=cfg.input_audio_format["sample_rate"],

@@ -17,9 +17,10 @@ import numpy as np
 from realtime.config import Settings
 from realtime.errors import ConfigError
 from realtime.gpu_scheduler import GpuScheduler, Lease
-from realtime.models import STT, TTS, VAD, leased_tts
+from realtime.models import STT, TTS, TURN, VAD, leased_tts
 from realtime.stages.stt import SttPool, Transcript, WhisperTokens
 from realtime.stages.tts import Tts
+from realtime.stages.turn_model import TurnJudge
 from realtime.stages.vad import VadBatcher
 
 log = logging.getLogger("realtime.voice")
@@ -27,13 +28,16 @@ log = logging.getLogger("realtime.voice")
 
 @dataclass
 class Voice:
-    """Voice input: the VAD (leased for the server's lifetime), Whisper through the scheduler, the pool."""
+    """Voice input: the VAD and the end-of-turn model (leased for the server's lifetime), Whisper through
+    the scheduler, the pool."""
 
     vad: VadBatcher
     stt: SttPool
     tokens: WhisperTokens
     scheduler: GpuScheduler
     vad_lease: Lease
+    turn: TurnJudge | None = None  # None: no end-of-turn model (turned off, or its file is absent)
+    turn_lease: Lease | None = None
 
     @classmethod
     async def load(cls, settings: Settings, scheduler: GpuScheduler) -> Voice | None:
@@ -49,16 +53,25 @@ class Voice:
             log.warning("voice input disabled: models missing (%s)", ", ".join(missing))
             return None
         vad_lease = await scheduler.acquire(VAD)
+        turn_lease = None
         try:
+            if scheduler.is_registered(TURN):
+                turn_lease = await scheduler.acquire(TURN)
             async with scheduler.lease(STT) as whisper:  # loads it now, not on the first turn
                 tokens = whisper.model.instance.tokens
             vad, stt = VadBatcher(vad_lease.model.instance), SttPool(settings.stt_workers)
             await vad.start()
             await stt.start()
         except BaseException:
-            scheduler.release(vad_lease)
+            for lease in (vad_lease, turn_lease):
+                if lease is not None:
+                    scheduler.release(lease)
             raise
-        return cls(vad=vad, stt=stt, tokens=tokens, scheduler=scheduler, vad_lease=vad_lease)
+        turn = TurnJudge(turn_lease.model.instance) if turn_lease is not None else None
+        log.info("end-of-turn model: %s", "on" if turn is not None else "off")
+        return cls(
+            vad=vad, stt=stt, tokens=tokens, scheduler=scheduler, vad_lease=vad_lease, turn=turn, turn_lease=turn_lease
+        )
 
     async def transcribe(
         self, key: object, audio: np.ndarray, prefix: list[int], language: str | None, *, final: bool
@@ -74,6 +87,9 @@ class Voice:
         await self.stt.aclose()
         await self.vad.aclose()
         self.scheduler.release(self.vad_lease)
+        if self.turn is not None and self.turn_lease is not None:
+            await self.turn.aclose()
+            self.scheduler.release(self.turn_lease)
 
 
 @dataclass

@@ -179,6 +179,7 @@ def test_session_update_maps_to_our_settings() -> None:
                 "input_audio_format": {"type": "pcm16", "sample_rate": 16000},
                 "turn_detection": {
                     "type": "server_vad",
+                    "turn_model": False,
                     "threshold": 0.95,
                     "prefix_padding_ms": 200,
                     "silence_duration_ms": 100,
@@ -197,7 +198,10 @@ def test_session_update_maps_to_our_settings() -> None:
     ]
     semantic = {"type": "semantic_vad", "eagerness": "high"}
     assert ours(t, {"type": "session.update", "session": {"audio": {"input": {"turn_detection": semantic}}}}) == [
-        {"type": "session.update", "session": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}
+        {
+            "type": "session.update",
+            "session": {"turn_detection": {"type": "server_vad", "turn_model": True, "silence_duration_ms": 300}},
+        }
     ]
 
 

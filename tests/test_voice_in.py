@@ -175,3 +175,41 @@ async def test_voice_off_server_refuses_audio_clearly(fake_server: ServerProcess
         await client.send({"type": "input_audio_buffer.append", "audio": b"\x00\x00"})
         err = (await client.recv())["error"]
     assert err["code"] == "not_listening"
+
+
+async def _committed_within(client: RealtimeClient, seconds: float) -> bool:
+    """Whether the turn is committed within `seconds` (events before it are read and dropped)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await events_until(client, "input_audio_buffer.committed")
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("turn_model", [True, False])
+async def test_a_finished_question_ends_the_turn_before_the_silence_window(
+    voice_server: ServerProcess, turn_model: bool
+) -> None:
+    """A finished question followed by 0.7 s of silence, then no more audio: with the end-of-turn model the
+    turn is committed (the model heard it end), without it never (the 3 s silence window never fills)."""
+    rate = 16_000
+    td = {"type": "server_vad", "silence_duration_ms": 3_000, "turn_model": turn_model}
+    async with await connect_voice(voice_server, rate, turn_detection=td) as client:
+        speech = with_silence(synthesize("What is the capital of France?", rate), rate, before_s=0.3, after_s=0.7)
+        await stream_audio(client, speech, rate, speed=2)
+        assert await _committed_within(client, 4.0) is turn_model
+
+
+async def test_a_trailing_off_sentence_waits_for_the_silence_window(voice_server: ServerProcess) -> None:
+    """Words that trail off mid-thought are not taken as the end of the turn: the model says "not done",
+    so the turn ends only when the silence window (here 1.5 s) has passed."""
+    rate = 16_000
+    async with await connect_voice(
+        voice_server, rate, turn_detection={"type": "server_vad", "silence_duration_ms": 1_500}
+    ) as client:
+        speech = with_silence(synthesize("So what I was thinking is, um,", rate), rate, before_s=0.3, after_s=0.7)
+        await stream_audio(client, speech, rate, speed=2)
+        assert not await _committed_within(client, 3.0)
+        await stream_audio(client, np.zeros(rate, np.int16), rate, speed=4)
+        assert await _committed_within(client, 4.0)

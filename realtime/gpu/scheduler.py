@@ -120,6 +120,9 @@ class GpuScheduler:
     def model(self, name: str) -> Any:
         return self._record(name).model
 
+    def is_registered(self, name: str) -> bool:
+        return name in self._records
+
     # ---- leases ----
 
     def lease(self, name: str, *, timeout: float | None = _DEFAULT) -> LeaseContext:

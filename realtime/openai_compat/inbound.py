@@ -76,7 +76,9 @@ SEMANTIC_SILENCE_MS = {"low": 800, "medium": 500, "auto": 500, "high": 300}
 
 def _turn_detection(td: Obj) -> dict[str, Any]:
     kind = td.text("type", required=True, choices=("server_vad", "semantic_vad"))
-    out: dict[str, Any] = {"type": "server_vad"}
+    # server_vad is silence alone, as OpenAI's; semantic_vad adds our end-of-turn model, which ends a turn
+    # at the first short pause when the audio says the user is done (the silence window is the fallback)
+    out: dict[str, Any] = {"type": "server_vad", "turn_model": kind == "semantic_vad"}
     if kind == "server_vad":
         threshold = td.number("threshold", minimum=0.0, maximum=1.0, nullable=True)
         if present(threshold) and threshold is not None:

@@ -450,10 +450,11 @@ def _turn_detection(f: Fields) -> dict[str, Any]:
         value = f.int(name, required=False, minimum=lo, maximum=hi)
         if value is not None:
             out[name] = value
-    threshold = f.float("threshold", required=False, minimum=0.05, maximum=0.95)
-    if threshold is not None:
-        out["threshold"] = threshold
-    for flag in ("create_response", "interrupt_response"):
+    for name in ("threshold", "turn_model_threshold"):
+        value = f.float(name, required=False, minimum=0.05, maximum=0.95)
+        if value is not None:
+            out[name] = value
+    for flag in ("create_response", "interrupt_response", "turn_model"):
         value = f.bool(flag, required=False)
         if value is not None:
             out[flag] = value

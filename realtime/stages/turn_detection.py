@@ -3,7 +3,8 @@
 Two pause lengths matter. After `segment_pause_ms` of silence the words spoken so far are final (their
 transcript is published and never changes); after `silence_duration_ms` the user's turn is over. The
 first silent frame is reported at once (`PauseStarted`) so the final decode can start speculatively
-and be done by the time the segment pause is confirmed.
+and be done by the time the segment pause is confirmed. There, the end-of-turn model (when
+`turn_model` is on) may end the turn early: the caller asks it and, if it is sure, calls `end_now`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class TurnDetectionConfig:
     silence_duration_ms: int = 500
     min_speech_duration_ms: int = 100
     segment_pause_ms: int = 200
+    turn_model: bool = True  # at the segment pause, end the turn early if the end-of-turn model is sure
+    turn_model_threshold: float = 0.5
 
     @property
     def neg_threshold(self) -> float:
@@ -116,6 +119,21 @@ class TurnDetector:
             if not self._segment_closed:
                 events.append(SegmentEnded(self._speech_end_ms))
             events.append(TurnEnded(self._speech_end_ms))
+        return events
+
+    @property
+    def pause_ms(self) -> int | None:
+        """Where the speech of the pause in progress ended (None when not pausing): names the pause."""
+        return self._speech_end_ms if self.phase is Phase.PAUSE else None
+
+    def end_now(self) -> list[TurnEvent]:
+        """End the turn at the pause in progress (the end-of-turn model judged it over); nothing otherwise,
+        since speech may have resumed, or the silence window ended the turn, while the model ran."""
+        if self.phase is not Phase.PAUSE:
+            return []
+        self.phase = Phase.SILENCE
+        events: list[TurnEvent] = [] if self._segment_closed else [SegmentEnded(self._speech_end_ms)]
+        events.append(TurnEnded(self._speech_end_ms))
         return events
 
     def _maybe_started(self, end_ms: int) -> list[TurnEvent]:

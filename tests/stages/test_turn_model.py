@@ -1,0 +1,75 @@
+"""The end-of-turn model (Smart Turn v3 from the embedded asset) on synthesized speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from realtime.config import load_settings
+from realtime.stages.turn_model import SmartTurnModel, TurnJudge
+from tests.support.speech import synthesize
+
+PAUSE = np.zeros(3_200, np.float32)  # the 200 ms pause after which the listener asks
+
+
+@pytest.fixture(scope="module")
+def model() -> SmartTurnModel:
+    path = load_settings().turn_onnx_path
+    if not path.is_file():
+        pytest.fail(f"{path} missing: run ./dev setup (python -m realtime.assets fetch)")
+    return SmartTurnModel(path)
+
+
+def spoken(text: str) -> np.ndarray:
+    return np.concatenate([synthesize(text, 16_000).astype(np.float32) / 32768, PAUSE])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is the capital of France?",
+        "Tell me a joke about cats.",
+        "Make a Python script that prints the primes below 100 and run it.",
+    ],
+)
+def test_a_finished_sentence_is_judged_finished(model: SmartTurnModel, text: str) -> None:
+    """Complete questions and requests: P(done) well above the default threshold (0.5)."""
+    assert model.probability(spoken(text)) > 0.7
+
+
+# Piper's prosody varies from one synthesis to the next; these were judged unfinished in every one of 8
+# fresh syntheses (P 0.01-0.23), where e.g. "Can you tell me about the" ranged 0.12-0.96.
+@pytest.mark.parametrize("text", ["So what I was thinking is, um,", "I would like to know, um,", "I was wondering if"])
+def test_a_sentence_trailing_off_is_judged_unfinished(model: SmartTurnModel, text: str) -> None:
+    """A filler or a dangling conjunction at the end: P(done) below the listener's default threshold (0.5)."""
+    assert model.probability(spoken(text)) < 0.5
+
+
+def test_only_the_last_eight_seconds_count(model: SmartTurnModel) -> None:
+    """Ten seconds of earlier speech before the end change nothing: the model hears the last 8 s."""
+    end = spoken("What is the capital of France?")
+    long = np.concatenate([spoken("The weather was nice and we walked for a long time by the river.")] * 3 + [end])
+    assert len(long) > 8 * 16_000
+    window = long[-8 * 16_000 :]
+    assert model.probability(long) == pytest.approx(model.probability(window), abs=1e-6)
+
+
+def test_silence_and_empty_input_do_not_fail(model: SmartTurnModel) -> None:
+    """No audio at all or pure silence: a probability, not an error (the listener never sends these)."""
+    for audio in (np.zeros(0, np.float32), np.zeros(16_000, np.float32)):
+        assert 0.0 <= model.probability(audio) <= 1.0
+
+
+async def test_the_judge_refuses_rather_than_queues_when_busy(model: SmartTurnModel) -> None:
+    """Past max_pending calls in flight a call gets None at once (the turn then ends by silence)."""
+    import asyncio
+
+    judge = TurnJudge(model, max_pending=1)
+    try:
+        audio = spoken("What is two plus two?")
+        first = asyncio.ensure_future(judge.probability(audio))
+        await asyncio.sleep(0)
+        assert await judge.probability(audio) is None
+        assert (await first or 0) > 0.5
+    finally:
+        await judge.aclose()
