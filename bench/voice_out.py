@@ -57,6 +57,10 @@ QUESTIONS = [
     "Which planet do we live on?",
 ]
 INTERRUPTION = "Hold on, stop for a moment please."
+# Barge-in needs interrupt_min_speech_ms (250) of the interruption heard, plus the VAD's onset: a reply whose
+# audio ends sooner than this after the interruption starts is over before anyone could speak over it.
+SPEAK_OVER_MS = 400
+QUIET_S = 1.5  # after an interruption: this long without events means its turns are over
 
 
 async def send_audio(client: RealtimeClient, audio: np.ndarray) -> None:
@@ -103,20 +107,26 @@ async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[s
         await stopper
     if interrupt and stopper is None:  # the reply ended before 1.5 s of audio: nothing to speak over
         interrupt = False
-    if interrupt:  # the interruption is a turn of its own: let it finish (its reply, if any, is cancelled)
+    expected = "interrupted" if interrupt else "cancelled" if stopper else "completed"
+    if interrupt and done is not None and done["status"] == "completed" and audio_ms < 1500 + SPEAK_OVER_MS:
+        expected = "completed"  # the reply ran out before barge-in could be decided: it was not spoken over
+    if interrupt:
+        # The interruption is a turn of its own, or two: the end-of-turn model may end it at "Hold on," and
+        # the rest becomes another turn. Cancel every reply it starts, until the link has been quiet for
+        # QUIET_S, so that nothing of it reaches the next question's measurement.
         seen: list[str] = []
-        while True:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             try:
-                event = await client.recv()
+                async with asyncio.timeout(QUIET_S):
+                    event = await client.recv()
             except TimeoutError:
-                raise SystemExit(f"no end to the interruption's turn; events after the reply: {seen}") from None
+                break
             seen.append(event["type"])
-            if event["type"].endswith("input_audio_transcription.completed") and not event["transcript"]:
-                break  # heard as noise: no turn, no reply
             if event["type"] == "response.created":
                 await client.send({"type": "response.cancel"})
-            if event["type"] == "response.done":
-                break
+        else:
+            raise SystemExit(f"no end to the interruption's turns; events after the reply: {seen[-20:]}")
     assert done is not None
     metrics = done["metrics"]
     return {
@@ -125,7 +135,7 @@ async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[s
         "transcript_ms": metrics.get("speech_end_to_transcript_ms"),
         "first_token_ms": metrics.get("speech_end_to_first_token_ms"),
         "interrupt_ms": metrics.get("interrupt_to_stop_ms") if done["status"] == "interrupted" else None,
-        "status_ok": float(done["status"] == ("interrupted" if interrupt else "cancelled" if stopper else "completed")),
+        "status_ok": float(done["status"] == expected),
         "late": float(late),
         "audio_ms": float(audio_ms),
     }
