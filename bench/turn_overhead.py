@@ -121,8 +121,9 @@ def _cpu_seconds(pid: int | None) -> float:
 
 
 def _stamp_ms(delta: str, received_ns: int) -> float:
-    """Milliseconds from the upstream's stamp ("@<perf_counter_ns>") to `received_ns`."""
-    return (received_ns - int(delta[1:])) / 1e6
+    """Milliseconds from the upstream's stamp ("@<perf_counter_ns>", the end of a delta: tokens that arrive
+    together are one delta) to `received_ns`."""
+    return (received_ns - int(delta[delta.index("@") + 1 :])) / 1e6
 
 
 async def _probe_loop_lag(out: list[float], interval: float) -> None:
@@ -198,7 +199,7 @@ def direct_turn(chat: OllamaChat, model: str) -> Turn:
     async def turn() -> float | None:
         ms = None
         async for chunk in chat.stream_chat(request):
-            if isinstance(chunk, ChatDelta) and chunk.content.startswith("@"):
+            if isinstance(chunk, ChatDelta) and "@" in chunk.content:
                 ms = _stamp_ms(chunk.content, time.perf_counter_ns())
         return ms
 
@@ -215,7 +216,7 @@ def server_turn(client: RealtimeClient) -> Turn:
         while True:
             event = await client.recv()
             received = time.perf_counter_ns()
-            if event["type"] == "response.text.delta" and event["delta"].startswith("@"):
+            if event["type"] == "response.text.delta" and "@" in event["delta"]:
                 ms = _stamp_ms(event["delta"], received)
             elif event["type"] == "response.done":
                 if event["response"]["status"] != "completed":
@@ -265,6 +266,7 @@ async def run(args: argparse.Namespace) -> list[Phase]:
     with tempfile.TemporaryDirectory(prefix="bench-turn-") as tmp, upstream_running(args.upstream) as (url, up_pid):
         env = {"REALTIME_OLLAMA_URL": url, "REALTIME_LLM_MODEL": model, "REALTIME_LOG_LEVEL": "WARNING"}
         env |= {"REALTIME_VOICE": "off", "REALTIME_TTS_ENGINE": "off"}  # the text path only: no speech in or out
+        env |= {"REALTIME_EVENT_LOOP": args.loop}
         server = ServerProcess(env, Path(tmp) / "state", Path(tmp) / "server.log").start()
         try:
             assert server.process is not None
@@ -336,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="turns/s over all sessions (0: back to back)")
     parser.add_argument("--tokens", type=int, default=20, help="tokens before the stamped one (model stamp-<n>)")
     parser.add_argument("--blocks", type=int, default=5, help="alternating baseline/server blocks per count")
+    parser.add_argument(
+        "--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="the server's REALTIME_EVENT_LOOP"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="turns per session before measuring")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="bound on each block")
     parser.add_argument("--upstream", choices=("process", "thread"), default="process")

@@ -148,6 +148,8 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
+        loop=settings.event_loop,
+        http="h11",  # explicit: the handshake limits and answers are tested against h11
         ws=RealtimeWebSocketProtocol,
         ws_max_size=settings.max_message_size,
         ws_max_queue=settings.ws_max_queue,

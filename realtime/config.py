@@ -90,6 +90,9 @@ class Settings:
     max_images_per_message: int = 4
     max_context_images: int = 4  # the newest images in the history go to the model; older ones drop out
 
+    # The event loop: uvloop (a dependency) when importable, else asyncio's. "asyncio" forces the plain one.
+    event_loop: str = "auto"
+
     # Voice input. "auto": on when the models are present; "on": fail at start without them; "off".
     voice: str = "auto"
     stt_model: str | None = None  # a faster-whisper name ("small.en") or directory; default: embedded base
@@ -268,6 +271,7 @@ _CHOICES = {
     "embedded_llm": {"auto", "always", "never"},
     "voice": {"auto", "on", "off"},
     "turn_model": {"auto", "off"},
+    "event_loop": {"auto", "asyncio", "uvloop"},
     "stt_device": {"auto", "cpu", "cuda"},
     "tts_engine": {"piper", "espeak", "chatterbox", "off"},
     "tts_device": {"auto", "cpu", "cuda"},
