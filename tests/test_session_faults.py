@@ -53,6 +53,21 @@ async def test_reasoning_is_kept_apart(fake_server: ServerProcess, encoding: Enc
     assert all(e["type"] == "response.reasoning.delta" for e in deltas[:1])
 
 
+async def test_tokens_arriving_together_are_one_delta(fake_server: ServerProcess) -> None:
+    """Forty tokens in one network write reach the client as one delta (not forty messages), text intact;
+    reasoning and answer arriving together stay apart and in order."""
+    async with await _client(fake_server) as client:
+        await _use_model(client, "burst-40")
+        result = await client.ask("Hi")
+        await _use_model(client, "think-burst")
+        mixed = await client.ask("Hi")
+    assert result.status == "completed" and result.text == "".join(f"t{i} " for i in range(40))
+    assert len([e for e in result.events if e["type"] == "response.text.delta"]) == 1
+    assert (mixed.reasoning, mixed.text) == ("Let me see.  Done.", "Four.")
+    kinds = [e["type"] for e in mixed.events if e["type"].endswith(".delta")]
+    assert kinds == ["response.reasoning.delta", "response.text.delta", "response.reasoning.delta"]
+
+
 async def test_every_server_event_has_an_id_and_increasing_seq(fake_server: ServerProcess) -> None:
     """Each server event carries event_id and seq; seq counts up by one per event."""
     async with await _client(fake_server) as client:

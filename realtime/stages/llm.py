@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -152,14 +152,14 @@ class OllamaChat:
                 if resp.status_code != 200:
                     raise await self._status_error(resp, request.model)
                 done: ChatDone | None = None
-                async for obj in self._objects(resp):
+                async for objects in self._batches(resp):
                     if done is not None:
                         continue  # read the body to its end, so the connection goes back to the pool
-                    for chunk in _parse_chunks(obj):
+                    for chunk in _coalesced(c for obj in objects for c in _parse_chunks(obj)):
                         if isinstance(chunk, ChatDone):
                             done = chunk
-                        else:
-                            yield chunk
+                            break
+                        yield chunk
                 if done is None:
                     raise UpstreamProtocolError("The language model service ended the reply early.")
                 yield done
@@ -174,8 +174,9 @@ class OllamaChat:
         except httpx.HTTPError as exc:
             raise UpstreamError() from exc
 
-    async def _objects(self, resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        """NDJSON objects, each line bounded, each wait bounded (first token, then idle)."""
+    async def _batches(self, resp: httpx.Response) -> AsyncIterator[list[dict[str, Any]]]:
+        """NDJSON objects, as the lists that each network read completed; each line bounded, each wait
+        bounded (first token, then idle)."""
         buffer = b""
         chunks = resp.aiter_bytes()
         deadline = self._timeouts.first_token
@@ -189,14 +190,14 @@ class OllamaChat:
                 raise UpstreamTimeout() from exc
             deadline = self._timeouts.idle
             buffer += data
-            while (nl := buffer.find(b"\n")) >= 0:
-                line, buffer = buffer[:nl], buffer[nl + 1 :]
-                if line.strip():
-                    yield _json_line(line)
+            *lines, buffer = buffer.split(b"\n")
+            objects = [_json_line(line) for line in lines if line.strip()]
+            if objects:
+                yield objects
             if len(buffer) > MAX_LINE_BYTES:
                 raise UpstreamProtocolError()
         if buffer.strip():
-            yield _json_line(buffer)
+            yield [_json_line(buffer)]
 
     async def _status_error(self, resp: httpx.Response, model: str) -> UpstreamError:
         body = b""
@@ -276,6 +277,20 @@ def _json_line(line: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise UpstreamProtocolError()
     return obj
+
+
+def _coalesced(chunks: Iterable[ChatChunk]) -> list[ChatChunk]:
+    """Deltas that arrived in one network read become one delta: a model spacing its tokens (every real
+    one) still streams token by token, but a burst (a fast model, a stalled link catching up) costs one
+    websocket message instead of one per token. Order is kept: thinking never moves after content."""
+    out: list[ChatChunk] = []
+    for chunk in chunks:
+        last = out[-1] if out else None
+        if isinstance(chunk, ChatDelta) and isinstance(last, ChatDelta) and not (last.content and chunk.thinking):
+            out[-1] = ChatDelta(content=last.content + chunk.content, thinking=last.thinking + chunk.thinking)
+        else:
+            out.append(chunk)
+    return out
 
 
 def _parse_chunks(obj: Mapping[str, Any]) -> list[ChatChunk]:

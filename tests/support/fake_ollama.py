@@ -13,6 +13,8 @@ client scripts it with session.update {model}:
   big-<n>               n tokens of 100 characters each, fast
   wide-<n>              n tokens of 8000 random characters each (incompressible: fills socket buffers fast)
   stamp-<n>             n tokens, then a final token holding a monotonic send timestamp (benchmark)
+  burst-<n>             n tokens and the done line written at once (one write: they arrive together)
+  think-burst           thinking-field tokens, then answer tokens, then more thinking, all in one write
   story                 a long spoken-style story, word by word at ~40 words/s (barge-in tests)
   recall                "You heard: <the last assistant message it was sent>" (what history kept)
   tools-primes          native tool calls (Ollama `message.tool_calls`): write_file primes.py, then
@@ -222,6 +224,18 @@ def _script(model: str, last_user: str, last_assistant: str = "") -> AsyncIterat
             yield _line(model, f"{i:05d}" + "x" * 95)
         yield _final(model, n)
 
+    async def burst(n: int) -> AsyncIterator[bytes]:
+        yield b"".join([*(_line(model, f"t{i} ") for i in range(n)), _final(model, n)])
+
+    async def think_burst() -> AsyncIterator[bytes]:
+        lines = [
+            _line(model, thinking="Let "),
+            _line(model, thinking="me see. "),
+            _line(model, "Four"),
+            _line(model, "."),
+        ]
+        yield b"".join([*lines, _line(model, thinking=" Done."), _final(model, 5)])
+
     async def wide(n: int) -> AsyncIterator[bytes]:
         for _ in range(n):
             yield _line(model, base64.b64encode(os.urandom(6000)).decode())
@@ -253,6 +267,7 @@ def _script(model: str, last_user: str, last_assistant: str = "") -> AsyncIterat
         "error-mid": error_mid,
         "story": story,
         "recall": recall,
+        "think-burst": think_burst,
     }
     if model in simple:
         return simple[model]()
@@ -266,6 +281,8 @@ def _script(model: str, last_user: str, last_assistant: str = "") -> AsyncIterat
             return wide(int(arg))
         if name == "stamp":
             return stamp(int(arg))
+        if name == "burst":
+            return burst(int(arg))
     return None
 
 
