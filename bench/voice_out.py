@@ -6,7 +6,10 @@ has arrived (first audio is what is measured; the rest of the reply only costs t
 is interrupted instead: the client speaks over the reply, and the server's own `interrupt_to_stop_ms`
 (barge-in decided -> LLM and TTS stopped, no chunk after) is read from response.done.
 
-    .venv/bin/python -m bench.voice_out [--silence-ms 500] [--turns 21]
+    .venv/bin/python -m bench.voice_out [--silence-ms 500] [--turns 21] [--turn-model on|off] [--temperature 0]
+
+Each question gets a session of its own (no history carried over) and greedy decoding, so the same
+words get the same reply in every run and the first piece spoken is comparable between runs.
 
 Figures (client clock): speech end (the real end of the synthesized speech, from its samples) -> first
 `response.audio.delta` received; audio gaps = chunks that arrived after the time they were due to play
@@ -21,6 +24,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +74,7 @@ async def send_audio(client: RealtimeClient, audio: np.ndarray) -> None:
         await asyncio.sleep(max(0.0, started + (i + 1) * FRAME_MS / 1000 - time.monotonic()))
 
 
-async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[str, float | None]:
+async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[str, Any]:
     speech = synthesize(question, RATE)
     _, end_s = speech_bounds(speech, RATE)
     silence = np.zeros(int(BEFORE_S * RATE), np.int16)
@@ -79,6 +83,7 @@ async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[s
     speech_end = t0 + BEFORE_S + end_s
     sender = asyncio.create_task(send_audio(client, audio))
     first_audio = None
+    first_piece = ""
     audio_ms = 0
     late = 0
     stopper: asyncio.Task[None] | None = None
@@ -86,6 +91,8 @@ async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[s
     while True:
         event = await client.recv()
         now = time.monotonic()
+        if event["type"] == "response.audio_transcript.delta" and not first_piece:
+            first_piece = event["delta"]
         if event["type"] == "response.audio.delta":
             if first_audio is None:
                 first_audio = now
@@ -138,6 +145,7 @@ async def turn(client: RealtimeClient, question: str, interrupt: bool) -> dict[s
         "status_ok": float(done["status"] == expected),
         "late": float(late),
         "audio_ms": float(audio_ms),
+        "first_piece": first_piece,
     }
 
 
@@ -157,19 +165,27 @@ async def main_async(args: argparse.Namespace) -> None:
         print("server log:", state / "server.log", flush=True)
     rows = []
     try:
-        async with await RealtimeClient.connect(server.ws_url, server.token("bench")) as client:
-            session = {
-                "input_audio_format": {"sample_rate": RATE},
-                "output_audio_format": {"sample_rate": RATE},
-                "turn_detection": {"type": "server_vad", "silence_duration_ms": args.silence_ms},
-                "max_output_tokens": 60,
-            }
-            await client.send({"type": "session.update", "session": session})
-            await client.recv()
-            for i in range(args.turns):
+        session = {
+            "input_audio_format": {"sample_rate": RATE},
+            "output_audio_format": {"sample_rate": RATE},
+            "turn_detection": {
+                "type": "server_vad",
+                "silence_duration_ms": args.silence_ms,
+                "turn_model": args.turn_model == "on",
+            },
+            "max_output_tokens": 60,
+            "temperature": args.temperature,
+        }
+        for i in range(args.turns):
+            # a fresh session per question: every turn starts from the same empty history, so a given
+            # transcript always gets the same reply (greedy) and no turn pays for the ones before it
+            async with await RealtimeClient.connect(server.ws_url, server.token("bench")) as client:
+                await client.send({"type": "session.update", "session": session})
+                await client.recv()
                 rows.append(await turn(client, QUESTIONS[i % len(QUESTIONS)], interrupt=i % 3 == 2))
-                if args.verbose:
-                    print(i, {k: None if v is None else round(v) for k, v in rows[-1].items()}, flush=True)
+            if args.verbose:
+                figures = {k: None if v is None else round(v) for k, v in rows[-1].items() if k != "first_piece"}
+                print(i, figures, repr(rows[-1]["first_piece"]), flush=True)
     finally:
         server.stop()
 
@@ -211,6 +227,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--silence-ms", type=int, default=500, help="turn_detection.silence_duration_ms")
     parser.add_argument("--turns", type=int, default=21)
+    parser.add_argument("--turn-model", choices=["on", "off"], default="on", help="turn_detection.turn_model")
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="0: the same reply to the same words, run after run"
+    )
     parser.add_argument("--verbose", action="store_true", help="print each turn; server log at INFO (path printed)")
     asyncio.run(main_async(parser.parse_args()))
 
