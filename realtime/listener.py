@@ -115,6 +115,7 @@ class CommittedTurn:
     language: str | None
     speech_end_at: float | None = None  # monotonic time the speech ended (estimated from the audio clock)
     transcript_at: float | None = None  # monotonic time its last words were final
+    ended_by: str = "silence"  # turn_model (judged over at a pause) | silence | max_length | manual
 
 
 @dataclass(slots=True)
@@ -137,6 +138,7 @@ class _Turn:
     finalizing: asyncio.Task[None] | None = None  # the latest segment's finalization, awaited in order
     speech_end_at: float | None = None
     transcript_at: float | None = None
+    ended_by: str = "silence"
 
 
 class Listener:
@@ -212,6 +214,7 @@ class Listener:
             if not len(self._audio):
                 raise InvalidAudio("the input audio buffer is empty", param="type")
             self._begin_turn(self._audio_base // SAMPLES_PER_MS)
+        self._turn.ended_by = "manual"  # type: ignore[union-attr]
         self._close_segment(self.now_ms)
         await self._end_turn(self.now_ms)
         if self._detector is None:  # the committed audio went to the final decode (a copy); start afresh
@@ -333,6 +336,7 @@ class Listener:
         log.debug("end-of-turn model: %.2f after %d ms of turn audio", probability, len(audio) // SAMPLES_PER_MS)
         if probability < threshold:
             return
+        turn.ended_by = "turn_model"
         for event in self._detector.end_now():
             await self._on_turn_event(event)
 
@@ -413,6 +417,7 @@ class Listener:
                     turn.language,
                     speech_end_at=turn.speech_end_at,
                     transcript_at=turn.transcript_at,
+                    ended_by=turn.ended_by,
                 )
             )
 
@@ -423,6 +428,7 @@ class Listener:
             log.info("turn reached %d ms: committing", self.config.max_turn_ms)
             if self._detector is not None:
                 self._detector.reset()
+            turn.ended_by = "max_length"
             self._close_segment(self.now_ms)
             self._turn = None
             self._own(self._commit_turn(turn, self.now_ms), "commit")

@@ -43,6 +43,12 @@ class Metrics:
             "realtime_response_seconds", "Response start to response.done", buckets=_BUCKETS, registry=r
         )
         self.responses = Counter("realtime_responses", "Responses by final status", ["status"], registry=r)
+        self.turns = Counter(
+            "realtime_spoken_turns",
+            "Committed spoken turns by what ended them: turn_model (early), silence, max_length, manual",
+            ["ended_by"],
+            registry=r,
+        )
         self.late_chunks = Counter("realtime_audio_late_chunks", "Audio chunks sent after their play time", registry=r)
         self.sessions = Gauge("realtime_sessions", "Open sessions", registry=r)
         self.audio_frame = Histogram(

@@ -781,6 +781,8 @@ class Session:
 
     async def _on_spoken_turn(self, turn: CommittedTurn) -> None:
         """A committed spoken turn becomes a user message, and (server VAD) starts the reply."""
+        if self._metrics is not None:
+            self._metrics.turns.labels(turn.ended_by).inc()
         if self._confirmations and (answer := spoken_answer(turn.transcript)) is not None:
             await self._answer_by_voice(turn, answer)
             return

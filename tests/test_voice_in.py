@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import numpy as np
 import pytest
 
@@ -195,10 +196,20 @@ async def test_a_finished_question_ends_the_turn_before_the_silence_window(
     turn is committed (the model heard it end), without it never (the 3 s silence window never fills)."""
     rate = 16_000
     td = {"type": "server_vad", "silence_duration_ms": 3_000, "turn_model": turn_model}
+    early_before = _turns_ended_by(voice_server, "turn_model")
     async with await connect_voice(voice_server, rate, turn_detection=td) as client:
         speech = with_silence(synthesize("What is the capital of France?", rate), rate, before_s=0.3, after_s=0.7)
         await stream_audio(client, speech, rate, speed=2)
         assert await _committed_within(client, 4.0) is turn_model
+    await asyncio.sleep(0.2)
+    assert _turns_ended_by(voice_server, "turn_model") == early_before + (1 if turn_model else 0)
+
+
+def _turns_ended_by(server: ServerProcess, cause: str) -> float:
+    """The /metrics counter of committed spoken turns ended by `cause`."""
+    text = httpx.get(server.url + "/metrics", timeout=5).text
+    line = f'realtime_spoken_turns_total{{ended_by="{cause}"}} '
+    return next((float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line)), 0.0)
 
 
 async def test_a_trailing_off_sentence_waits_for_the_silence_window(voice_server: ServerProcess) -> None:
