@@ -79,7 +79,17 @@ from realtime.stages.stt import is_hallucination
 from realtime.stages.tts import TtsFailed
 from realtime.stages.turn_detection import TurnDetectionConfig
 from realtime.stages.vision import CheckedImage, ImageLimits, check_image
-from realtime.tools.loop import ToolTurn, describe, is_tools_refusal, record, spoken_answer
+from realtime.tools.loop import (
+    PastCall,
+    ToolTurn,
+    as_fallback,
+    describe,
+    is_tools_refusal,
+    past_calls,
+    past_messages,
+    record,
+    spoken_answer,
+)
 from realtime.tools.registry import ToolBox, ToolOutcome, toolbox_for
 from realtime.voice import SpeechOut, Voice
 
@@ -245,10 +255,11 @@ class HistoryEntry:
     pieces: list[SpokenPiece] | None = None  # assistant audio: which text each stretch of audio carried
     images: tuple[CheckedImage, ...] = ()  # a user message's checked images (sent to the model as `images`)
     documents: tuple[Attachment, ...] = ()  # a user message's attached documents (their passages, per turn)
+    tool_calls: tuple[PastCall, ...] = ()  # an assistant turn's tool calls, shown to the model in later turns
 
     @property
     def size(self) -> int:
-        return len(self.content) + len(self.reasoning)
+        return len(self.content) + len(self.reasoning) + sum(call.size for call in self.tool_calls)
 
 
 @dataclass(slots=True)
@@ -1080,7 +1091,13 @@ class Session:
             raise ConversationUnknown("No such conversation for this user.", param="session.conversation_id")
         self.conversation_id = str(conversation.id)
         self.history = [
-            HistoryEntry(m.role, m.heard_text if m.heard_text is not None else m.content, m.reasoning, m.status)
+            HistoryEntry(
+                m.role,
+                m.heard_text if m.heard_text is not None else m.content,
+                m.reasoning,
+                m.status,
+                tool_calls=past_calls(m.attachments) if m.role == "assistant" else (),
+            )
             for m in conversation.messages
         ]
         self._trim_history()
@@ -1115,15 +1132,21 @@ class Session:
 
     def _llm_messages(self, settings: SessionSettings) -> list[dict[str, Any]]:
         """The system prompt and the history; images go with their message (Ollama's `images`). The history
-        holds at most max_context_images of them (_forget_old_images), so the request stays bounded."""
+        holds at most max_context_images of them (_forget_old_images), so the request stays bounded. An
+        assistant turn's tool calls come before its answer, as the model made them (native `tool_calls` and
+        `role: tool` messages, or their fallback text for a model on the tool prompt), so later turns can
+        build on what the tools did; they are bounded (PastCall) and trimmed with the rest of the history."""
         messages: list[dict[str, Any]] = []
         if settings.instructions:
             messages.append({"role": "system", "content": settings.instructions})
         for h in self.history:
+            messages += past_messages(h.tool_calls)
             if h.images:
                 messages.append({"role": h.role, "content": h.content, "images": [i.base64() for i in h.images]})
             elif h.content:
                 messages.append({"role": h.role, "content": h.content})
+        if settings.model in self._prompted_tools:
+            return as_fallback(messages)
         return messages
 
     def _forget_old_images(self) -> None:
@@ -1407,7 +1430,7 @@ class Session:
                 except asyncio.CancelledError:
                     current = asyncio.current_task()
                     if current is not None and current.cancelling():  # the response itself is cancelled
-                        response.tool_calls.append(record(call_id, call, "cancelled", "", {}))
+                        response.tool_calls.append(record(call_id, call, "cancelled", "", {}, round_no=tools.rounds))
                         raise
                     status, outcome = "cancelled", ToolOutcome("The user cancelled this call.", ok=False)
                 finally:
@@ -1418,7 +1441,9 @@ class Session:
             await self._emit_for(
                 response, ev.tool_result(response.id, call_id, call.name, status, outcome.content, outcome.details)
             )
-            response.tool_calls.append(record(call_id, call, status, outcome.content, outcome.details))
+            response.tool_calls.append(
+                record(call_id, call, status, outcome.content, outcome.details, round_no=tools.rounds)
+            )
             results.append((call, call_id, outcome.content))
         tools.add_results(results)
 
@@ -1581,9 +1606,11 @@ class Session:
             if played < stats.audio_ms or status in ("interrupted", "cancelled"):
                 kept = heard_text(stats.pieces, played)  # history keeps only what was heard
             audio = {"duration_ms": stats.audio_ms, "played_ms": played, "heard_text": kept}
-        if kept or reasoning:
+        if kept or reasoning or response.tool_calls:
             pieces = list(speaker.stats.pieces) if speaker is not None else None
-            self.history.append(HistoryEntry("assistant", kept, reasoning, status, response.item_id, pieces))
+            calls = past_calls(response.tool_calls)
+            entry = HistoryEntry("assistant", kept, reasoning, status, response.item_id, pieces, tool_calls=calls)
+            self.history.append(entry)
             self._trim_history()
         self.response = None
         self._conn.apply(Trigger.RESPONSE_END)

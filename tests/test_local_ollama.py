@@ -331,6 +331,49 @@ def test_sigterm_exits_cleanly() -> None:
         assert proc.stop() == 0
 
 
+# ---- test mode (scripted tool calls) ----
+
+SCRIPTED_CALL = {"function": {"name": "run_command", "arguments": {"command": "echo hi"}}}
+
+
+def test_test_mode_is_off_by_default(server: LocalOllamaProcess) -> None:
+    """Without --test-mode there is no script route and `tools` are refused as before."""
+    resp = httpx.post(server.url + "/_test/tool_calls", timeout=HTTP_TIMEOUT, json={"tool_calls": [SCRIPTED_CALL]})
+    assert resp.status_code == 404
+
+
+@needs_model
+def test_test_mode_scripts_tool_calls_and_the_model_answers_the_rest() -> None:
+    """--test-mode: each POSTed reply answers one request that carries `tools`, as Ollama's
+    `message.tool_calls` (streamed and not) through the official client; a request with the tool
+    result and nothing scripted is answered by the real model, which reads the call as text."""
+    with start_local_ollama(test_mode=True) as proc, ollama.Client(host=proc.url) as client:
+        assert "tools" in (client.show(MODEL).capabilities or [])
+        bad = httpx.post(proc.url + "/_test/tool_calls", timeout=HTTP_TIMEOUT, json={"tool_calls": [{"x": 1}]})
+        assert bad.status_code == 400 and "function" in bad.json()["error"]
+        for _ in range(2):
+            resp = httpx.post(
+                proc.url + "/_test/tool_calls", timeout=HTTP_TIMEOUT, json={"tool_calls": [SCRIPTED_CALL]}
+            )
+            assert resp.status_code == 200
+        assert resp.json() == {"queued": 2}
+        tools = [{"type": "function", "function": {"name": "run_command", "parameters": {"type": "object"}}}]
+        answer = client.chat(MODEL, messages=QUESTION, tools=tools)
+        assert answer.message.tool_calls and answer.message.tool_calls[0].function.name == "run_command"
+        assert answer.message.tool_calls[0].function.arguments == {"command": "echo hi"}
+        chunks = list(client.chat(MODEL, messages=QUESTION, tools=tools, stream=True))
+        streamed = [call for chunk in chunks for call in chunk.message.tool_calls or ()]
+        assert [c.function.name for c in streamed] == ["run_command"] and chunks[-1].done
+        assert httpx.get(proc.url + "/_test/tool_calls", timeout=HTTP_TIMEOUT).json() == {"queued": 0}
+        history = [
+            *QUESTION,
+            {"role": "assistant", "content": "", "tool_calls": [SCRIPTED_CALL]},
+            {"role": "tool", "tool_name": "run_command", "content": "hi"},
+        ]
+        reply = client.chat(MODEL, messages=history, tools=tools, options=options())
+        assert reply.message.content and not reply.message.tool_calls and reply.eval_count
+
+
 # ---- pure helpers ----
 
 

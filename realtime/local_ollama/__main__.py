@@ -1,7 +1,8 @@
 """CLI: `python -m realtime.local_ollama --model-path P [--name N] [--host H] [--port P] [--threads N] [--ctx N]`.
 
 Prints `local-ollama listening on http://HOST:PORT` to stderr once the socket accepts connections,
-shuts down gracefully on SIGTERM or SIGINT and then exits with status 0.
+shuts down gracefully on SIGTERM or SIGINT and then exits with status 0. `--test-mode` (for tests only,
+never passed by the voice server) lets a test script tool calls (scripted.py).
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    parser.add_argument(
+        "--test-mode",
+        action="store_true",
+        help="tests only: accept `tools`, and answer requests carrying them with the tool calls a test "
+        "POSTs to /_test/tool_calls (all other replies come from the model); never for real use",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
@@ -98,7 +105,7 @@ def serve(args: argparse.Namespace) -> bool:
         preload=args.preload,
         keep_alive=FOREVER if args.keep_alive < 0 else args.keep_alive,
     )
-    app = create_app(config)
+    app = create_app(config, test_mode=args.test_mode)
     server = _Server(
         uvicorn.Config(
             app,

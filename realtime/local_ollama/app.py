@@ -4,7 +4,8 @@ Everything that can be refused is refused before the response starts, with Ollam
 and `{"error": ...}` bodies, so the official client raises the same `ResponseError`s as against
 Ollama. The first event of a generation is awaited before the headers go out for the same reason:
 a template or load failure still becomes a status code. Later failures become an `{"error"}` line,
-as Ollama streams them.
+as Ollama streams them. `test_mode` adds scripted tool calls for tests (scripted.py); it is off unless
+the CLI's `--test-mode` asks for it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from realtime.local_ollama.openai_compat import (
     parse_chat_request,
     sse,
 )
+from realtime.local_ollama.scripted import ScriptError, ToolScript
 
 log = logging.getLogger("realtime.local_ollama.http")
 
@@ -86,14 +88,17 @@ class _ClientGone(Exception):
     """The HTTP client disconnected before the reply was ready."""
 
 
-def create_app(engine_config: EngineConfig, embed_config: EmbedConfig | None = None) -> Starlette:
+def create_app(
+    engine_config: EngineConfig, embed_config: EmbedConfig | None = None, *, test_mode: bool = False
+) -> Starlette:
     """The Starlette app: loads the model at startup (when configured), frees it at shutdown.
 
     `/api/embed` serves the embedding model in `embed_config` (default: all-MiniLM-L6-v2 where
-    realtime.assets puts it), loaded on its first request."""
+    realtime.assets puts it), loaded on its first request. `test_mode` (tests only) accepts `tools` and
+    serves `/_test/tool_calls`, whose scripted calls answer the next requests that carry tools."""
     engine = Engine(engine_config)
     embedder = Embedder(embed_config or EmbedConfig(default_model_dir()))
-    api = _Api(engine, embedder)
+    api = _Api(engine, embedder, ToolScript() if test_mode else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,6 +121,9 @@ def create_app(engine_config: EngineConfig, embed_config: EmbedConfig | None = N
         Route("/v1/models", api.openai_models, methods=["GET"]),
         Route("/v1/chat/completions", api.openai_chat, methods=["POST"]),
     ]
+    if test_mode:
+        log.warning("test mode: tool calls may be scripted through /_test/tool_calls")
+        routes.append(Route("/_test/tool_calls", api.script_tool_calls, methods=["GET", "POST", "DELETE"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -128,9 +136,10 @@ def create_app(engine_config: EngineConfig, embed_config: EmbedConfig | None = N
 class _Api:
     """Route handlers; one instance per app, bound to its engine."""
 
-    def __init__(self, engine: Engine, embedder: Embedder) -> None:
+    def __init__(self, engine: Engine, embedder: Embedder, script: ToolScript | None = None) -> None:
         self.engine = engine
         self.embedder = embedder
+        self.script = script  # test mode only
 
     async def root(self, request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
@@ -190,7 +199,7 @@ class _Api:
                 "template": info.template,
                 "details": _details(info),
                 "model_info": _model_info(info),
-                "capabilities": CAPABILITIES,
+                "capabilities": CAPABILITIES if self.script is None else [*CAPABILITIES, "tools"],
                 "modified_at": _iso(info.modified_at),
             }
         )
@@ -206,11 +215,14 @@ class _Api:
             await self.engine.unload()
             return _json({**_head(model), "message": _assistant(""), "done": True, "done_reason": "unload"})
         _refuse_thinking(body.get("think"), model)
-        _refuse_tools(body.get("tools"), model)
+        tools = _tools(body.get("tools"), model, accepted=self.script is not None)
         sampling, grammar = _sampling(body.get("options")), _grammar(body.get("format"))
         if not messages:
             await self.engine.load(keep_alive, started_at)
             return _json({**_head(model), "message": _assistant(""), "done": True, "done_reason": "load"})
+        calls = self.script.take() if tools and self.script is not None else None
+        if calls is not None:
+            return _scripted_reply(model, calls, stream, started_at)
         job = Generation(
             messages=messages, sampling=sampling, grammar=grammar, keep_alive=keep_alive, started_at=started_at
         )
@@ -299,6 +311,18 @@ class _Api:
             if not handed_off:
                 await events.aclose()  # type: ignore[attr-defined]
 
+    async def script_tool_calls(self, request: Request) -> Response:
+        """Test mode: GET how many scripted replies wait, POST one more, DELETE them all (scripted.py)."""
+        assert self.script is not None
+        if request.method == "POST":
+            try:
+                self.script.add(await _read_json(request))
+            except ScriptError as exc:
+                raise ApiError(400, str(exc)) from exc
+        elif request.method == "DELETE":
+            self.script.clear()
+        return JSONResponse({"queued": len(self.script)})
+
     def _known_model(self, name: str) -> str:
         if not self.engine.matches(name):
             raise ApiError(404, f"model '{name}' not found")
@@ -345,6 +369,23 @@ class _NDJSONStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._lines.aclose()  # type: ignore[attr-defined]
+
+
+def _scripted_reply(model: str, calls: list[dict[str, Any]], stream: bool, started_at: float) -> Response:
+    """A test-mode reply of tool calls, shaped as Ollama's: streamed, a `message.tool_calls` line, then the
+    done line; or one object. No model ran, so the counts are zero."""
+    message = {**_assistant(""), "tool_calls": calls}
+    elapsed = int((time.perf_counter() - started_at) * 1e9)
+    done = {"done": True, "done_reason": "stop", "total_duration": elapsed, "load_duration": 0}
+    done |= {"prompt_eval_count": 0, "prompt_eval_duration": 0, "eval_count": 0, "eval_duration": 0}
+    if not stream:
+        return _json({**_head(model), "message": message, **done})
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield _line({**_head(model), "message": message, "done": False})
+        yield _line({**_head(model), "message": _assistant(""), **done})
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 async def _reply(request: Request, events: AsyncIterator[Piece | Done], stream: bool, shape: _ChatShape) -> Response:
@@ -507,8 +548,25 @@ def _messages(value: object, model: str) -> list[dict[str, str]]:
         if content is not None and not isinstance(content, str):
             raise ApiError(400, f"messages[{i}].content must be a string")
         _refuse_images(msg.get("images"), model)
-        out.append({"role": role, "content": content or ""})
+        out.append({"role": role, "content": _with_tool_calls(content or "", msg.get("tool_calls"), i)})
     return out
+
+
+def _with_tool_calls(content: str, calls: object, i: int) -> str:
+    """An assistant message's `tool_calls` as text the model can read (this model's template has no place
+    for them), one `{"tool": name, "arguments": {...}}` line per call, after the message's own text."""
+    if calls is None:
+        return content
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise ApiError(400, f"messages[{i}].tool_calls must be a list of objects")
+    lines = [content] if content else []
+    for call in calls:
+        function = call.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ApiError(400, f"messages[{i}].tool_calls: each call needs a function with a name")
+        arguments = function.get("arguments", {})
+        lines.append(json.dumps({"tool": function["name"], "arguments": arguments}, ensure_ascii=False))
+    return "\n".join(lines)
 
 
 def _keep_alive(value: object) -> float | None:
@@ -587,13 +645,16 @@ def _refuse_thinking(value: object, model: str) -> None:
         raise ApiError(400, f'"{model}" does not support thinking')
 
 
-def _refuse_tools(value: object, model: str) -> None:
+def _tools(value: object, model: str, *, accepted: bool) -> bool:
+    """Whether the request offers tools; refused (as Ollama refuses a model without tool calling) unless
+    the test mode accepts them."""
     if value is None:
-        return
+        return False
     if not isinstance(value, list):
         raise ApiError(400, "tools must be a list")
-    if value:
+    if value and not accepted:
         raise ApiError(400, f"{model} does not support tools")
+    return bool(value)
 
 
 def _refuse_images(value: object, model: str) -> None:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +79,8 @@ class CommandResult:
 
 
 class Sandbox(Protocol):
+    limits: SandboxLimits
+
     async def run(
         self, workspace: Path, command: str, *, uid: int | None = None, on_output: OutputSink | None = None
     ) -> CommandResult: ...
@@ -275,7 +280,11 @@ class DockerSandbox:
         try:
             import docker  # optional dependency
 
-            docker.from_env().ping()
+            client = docker.from_env()
+            try:
+                client.ping()
+            finally:
+                client.close()
         except Exception:  # no SDK, no daemon, no permission: all mean "not available"
             return False
         return True
@@ -303,7 +312,6 @@ class DockerSandbox:
                 {"name": "fsize", "soft": lim.max_file_size, "hard": lim.max_file_size},
                 {"name": "nofile", "soft": lim.max_open_files, "hard": lim.max_open_files},
             ],
-            "detach": True,
         }
 
     async def run(
@@ -313,28 +321,69 @@ class DockerSandbox:
             import docker
         except ImportError as exc:
             raise SandboxUnavailable() from exc
+        try:
+            client = await asyncio.to_thread(docker.from_env)
+        except docker.errors.DockerException as exc:  # no daemon, no permission on its socket
+            raise SandboxUnavailable() from exc
+        try:
+            return await self._run(client, workspace, command, uid, on_output)
+        finally:
+            client.close()
+
+    async def _run(
+        self, client: Any, workspace: Path, command: str, uid: int | None, on_output: OutputSink | None
+    ) -> CommandResult:
+        import docker
+
         lim = self.limits
         loop = asyncio.get_running_loop()
-        client = await asyncio.to_thread(docker.from_env)
         args = self._container_args(workspace, command, uid)
         ulimits = [docker.types.Ulimit(**u) for u in args.pop("ulimits")]
-        container = await asyncio.to_thread(client.containers.run, ulimits=ulimits, **args)
+        # Docker calls run in threads that a cancel cannot stop, so create and start are shielded and
+        # awaited to their end even when the call is cancelled: otherwise a container created or started
+        # after the cancel would be left behind. A container that fails to start is removed too.
+        creating = loop.run_in_executor(None, functools.partial(client.containers.create, ulimits=ulimits, **args))
+        try:
+            container = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread((await creating).remove, force=True)
+            raise
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
 
-        def pump() -> None:
-            try:
-                for data in container.logs(stream=True, follow=True):
-                    asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
-            finally:
-                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+        stop = threading.Event()  # set when run() ends: the pump thread must then end too
 
-        reader = loop.run_in_executor(None, pump)
+        def put(item: bytes | None) -> None:
+            """Hand one item to the loop, waiting while the queue is full, but never past `stop`."""
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            while not stop.is_set():
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    future.result(timeout=0.2)
+                    return
+            future.cancel()
+
+        def pump() -> None:
+            stream = container.logs(stream=True, follow=True)
+            try:
+                for data in stream:
+                    if stop.is_set():
+                        return
+                    put(data)
+            finally:
+                stream.close()  # its socket, now rather than whenever the generator is collected
+                put(None)
+
+        reader: asyncio.Future[None] | None = None
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         kept: list[str] = []
         kept_size = seen = 0
-        timed_out = False
+        timed_out = ended = False
+        starting = loop.run_in_executor(None, container.start)
+        status: dict[str, Any] = {}
         try:
-            async with asyncio.timeout(lim.wall_timeout):
+            async with asyncio.timeout(lim.wall_timeout):  # the wall clock includes the container's start
+                await asyncio.shield(starting)
+                reader = loop.run_in_executor(None, pump)
                 while (data := await queue.get()) is not None:
                     seen += len(data)
                     room = lim.max_output_size - kept_size
@@ -346,19 +395,35 @@ class DockerSandbox:
                             await on_output(text)
                     elif seen > lim.max_output_size + lim.max_drain_size:
                         break
+                ended = True
         except TimeoutError:
             timed_out = True
         finally:
             with contextlib.suppress(Exception):
+                await starting
+            with contextlib.suppress(Exception):
                 await asyncio.to_thread(container.kill)
-            status = await asyncio.to_thread(container.wait)
+            with contextlib.suppress(Exception):
+                status = await asyncio.to_thread(container.wait, timeout=10)
+            # The log stream ends with the container; read it to its end so the pump thread, which may be
+            # waiting on the full queue, finishes (an executor thread is never left blocked).
+            if reader is not None:
+                with contextlib.suppress(TimeoutError):  # the pump thread ends with the log stream
+                    async with asyncio.timeout(10):
+                        while not ended:
+                            ended = await queue.get() is None
+                        await reader
+            stop.set()
+            if reader is not None:
+                await asyncio.gather(reader, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(container.remove, force=True)
-            reader.cancel()
         code = status.get("StatusCode")
+        # The container's exit status is the shell's: 128 + N means it died of signal N (SIGXCPU, SIGKILL...).
+        died_of = code - 128 if isinstance(code, int) and 128 < code < 128 + signal.NSIG else None
         return CommandResult(
-            exit_code=code if not timed_out else None,
-            signal=signal.SIGKILL if timed_out else None,
+            exit_code=None if timed_out or died_of else code,
+            signal=signal.SIGKILL if timed_out else died_of,
             output="".join(kept),
             output_size=seen,
             truncated=seen > lim.max_output_size,

@@ -33,7 +33,8 @@ client scripts it with session.update {model}:
                         with the last user message (a word matches one starting with its first five
                         letters), cited as [n]; "The documents do not say." when no source shares a word
 Anything else answers 404 like Ollama does for an unknown model. POST /api/show reports `capabilities`:
-["completion", "vision"] for vision-echo, ["completion"] for the others.
+["completion", "vision"] for vision-echo, ["completion"] for the others. `FakeOllama.stats.chats` holds the
+bodies of the last CHAT_LOG_SIZE /api/chat requests, oldest first: what the server sent upstream.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +60,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 VISION_MODELS = frozenset({"vision-echo"})
+CHAT_LOG_SIZE = 64
 
 
 class Stats:
@@ -65,6 +68,7 @@ class Stats:
         self.open_streams = 0
         self.closed_streams = 0
         self.requests = 0
+        self.chats: deque[dict[str, Any]] = deque(maxlen=CHAT_LOG_SIZE)
 
 
 def _line(model: str, content: str = "", thinking: str = "", done: bool = False, **extra: Any) -> bytes:
@@ -87,6 +91,7 @@ def create_app(stats: Stats) -> Starlette:
     async def chat(request: Request) -> Response:
         stats.requests += 1
         body = await request.json()
+        stats.chats.append(body)
         model = body.get("model", "")
         messages = body.get("messages") or []
         last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
@@ -374,13 +379,16 @@ SLOW_COMMAND = "for i in $(seq 1 1200); do echo line $i; sleep 0.05; done"
 
 
 def _tool_script(model: str, messages: list[dict[str, Any]]) -> AsyncIterator[bytes] | None:
-    """Scripted tool use: the step is the number of tool results the conversation already holds."""
+    """Scripted tool use: the step is the number of tool results since the last user turn (earlier turns'
+    calls, which the history shows, do not count)."""
     native = model != "tools-fallback"
-    results = [
-        m.get("content", "")
-        for m in messages
-        if m.get("role") == "tool" or (m.get("role") == "user" and m.get("content", "").startswith("Tool result"))
-    ]
+    results: list[str] = []
+    for m in messages:
+        content = m.get("content", "")
+        if m.get("role") == "tool" or (m.get("role") == "user" and content.startswith("Tool result")):
+            results.append(content)
+        elif m.get("role") == "user":
+            results = []
     if model == "tools-slow":
         steps = [("run_command", {"command": SLOW_COMMAND})]
     elif model in ("tools-primes", "tools-fallback"):

@@ -7,7 +7,16 @@ import pytest
 from realtime.errors import InvalidMessage, UpstreamProtocolError
 from realtime.protocol.client_events import SessionUpdate, ToolCancel, ToolConfirm, parse_client_event
 from realtime.stages.llm import ChatRequest, ChatToolCall, _parse_chunks
-from realtime.tools.loop import ToolTurn, spoken_answer
+from realtime.tools.loop import (
+    MAX_PAST_ARGUMENT,
+    MAX_RECORDED_OUTPUT,
+    ToolTurn,
+    as_fallback,
+    past_calls,
+    past_messages,
+    record,
+    spoken_answer,
+)
 from realtime.tools.registry import TOOL_SCHEMAS, parse_fallback_call
 
 
@@ -117,6 +126,43 @@ def test_fallback_holds_a_json_call_and_streams_plain_text() -> None:
     assert turn.text("Hello") == "Hello" and turn.text(" there") == " there" and turn.end_round() == ""
     turn.start_round()
     assert turn.text("{not a call}") == "" and turn.end_round() == "{not a call}" and not turn.calls
+
+
+def test_past_calls_are_bounded_and_grouped_by_round() -> None:
+    """A stored turn's calls come back for later turns with outputs and string arguments capped, one
+    assistant message per model round; malformed attachments (other types, bad fields) are skipped."""
+    big = "x" * (MAX_PAST_ARGUMENT + 500)
+    records = [
+        record("call_1", ChatToolCall("write_file", {"path": "a.py", "content": big}), "completed", "ok", {}),
+        record("call_2", ChatToolCall("run_command", {"command": "ls"}), "completed", "y" * 9000, {}, round_no=2),
+        record("call_3", ChatToolCall("run_command", {"command": "sleep 9"}), "cancelled", "", {}, round_no=2),
+        {"type": "citation", "n": 1},
+        {"type": "tool_call", "name": 3, "arguments": {}},
+        {"type": "tool_call", "name": "read_file", "arguments": "x"},
+    ]
+    calls = past_calls(records)
+    assert [c.call_id for c in calls] == ["call_1", "call_2", "call_3"]
+    assert len(calls[0].arguments["content"]) < MAX_PAST_ARGUMENT + 40 and calls[0].arguments["path"] == "a.py"
+    assert len(calls[1].output) == MAX_RECORDED_OUTPUT and calls[2].output == "(no output: the call was cancelled)"
+    assert sum(c.size for c in calls) < 3 * (MAX_PAST_ARGUMENT + MAX_RECORDED_OUTPUT)
+    messages = past_messages(calls)
+    assert [m["role"] for m in messages] == ["assistant", "tool", "assistant", "tool", "tool"]
+    assert [len(m["tool_calls"]) for m in messages if m["role"] == "assistant"] == [1, 2]
+
+
+def test_native_messages_as_fallback_text() -> None:
+    """The fallback rewrite: each call as the assistant's JSON, then its "Tool result" user message; other
+    messages unchanged; rewriting twice changes nothing."""
+    calls = past_calls([record("c1", ChatToolCall("list_files", {}), "completed", "a.py (3 bytes)", {})])
+    native = [{"role": "user", "content": "u"}, *past_messages(calls), {"role": "assistant", "content": "done"}]
+    text = as_fallback(native)
+    assert text == [
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": '{"tool": "list_files", "arguments": {}}'},
+        {"role": "user", "content": "Tool result (list_files):\na.py (3 bytes)"},
+        {"role": "assistant", "content": "done"},
+    ]
+    assert as_fallback(text) == text
 
 
 @pytest.mark.parametrize(
