@@ -55,7 +55,7 @@ class Settings:
     handshake_timeout: float | None = 10.0
     max_message_size: int = 1 << 20
     max_text_chars: int = 32_000
-    ws_max_queue: int = 16
+    ws_max_queue: int = 16  # inbound messages queued per connection before it is not read (ws_protocol.py)
     # permessage-deflate costs CPU on every small token/audio frame for little gain; off unless asked for.
     ws_compression: bool = False
     outbound_queue_size: int = 512
