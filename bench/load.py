@@ -12,20 +12,22 @@ costs nothing and turns still produce responses. The clients run in `--clients` 
 (default 3), raw `websockets` + msgpack, every audio message pre-encoded once; their CPU is measured
 and printed apart from the server's.
 
-stream: every session sends `--frame-ms` of PCM16 at 24 kHz (20 ms: what our JS client sends, 480
-samples, 1 KiB a message) on a real-time clock. The clock of each client process ticks every 5 ms and
-each session has a random slot in its frame period, so arrivals are spread as independent browsers'
-would be. The audio is low noise (-50 dBFS), so the VAD judges every frame, and now and then real
-speech (Piper, a short sentence): `--turns-per-min` spoken turns a minute across all sessions (Poisson),
-each a full turn (VAD -> partial and final transcripts -> commit -> a response). Once a second each
-session also sends a protocol `ping` right after an audio frame. `--streaming K` makes only K of the
-sessions stream; the others stay connected and answer pings.
+stream: every session sends `--frame-ms` of PCM16 at `--rate` on a real-time clock (default 24 kHz, the
+protocol's default, and 20 ms: what our JS client sends, 480 samples, 1 KiB a message; `--rate 16000` is a
+client sending the 16 kHz the VAD and Whisper use, which the server then does not resample). The clock of
+each client process ticks every 5 ms and each session has a random slot in its frame period, so arrivals
+are spread as independent browsers' would be. The audio is low noise (-50 dBFS), so the VAD judges every
+frame, and now and then real speech (Piper, a short sentence): `--turns-per-min` spoken turns a minute
+across all sessions (Poisson), each a full turn (VAD -> partial and final transcripts -> commit -> a
+response). Once a second each session also sends a protocol `ping` right after an audio frame.
+`--streaming K` makes only K of the sessions stream; the others stay connected and answer pings.
 
 Two latency figures, both over the measurement window only (after `--warmup` s):
   frame p50/p99 (server)  the `realtime_audio_frame_seconds` histogram (realtime/metrics.py), read from
       /metrics before and after: from the moment the session's reader takes an `input_audio_buffer.append`
       message off the websocket to the moment its audio is resampled, buffered, its VAD probabilities are
-      back from the shared batcher and fed to turn detection (realtime/session.py `_handle_frame`).
+      back from the shared batcher and fed to turn detection (taken in realtime/session.py `_handle_frame`,
+      observed by the listener's VAD task, realtime/listener.py; it includes the wait for the VAD).
       Bucket resolution: the figure is the upper bound of the bucket holding the percentile. It does not
       include the time a message waits in the transport's queue before the reader takes it.
   ping p50/p99 (client)   the round trip of those pings: client send -> server socket -> the session's
@@ -81,7 +83,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.stats import markdown_table, percentile
 from realtime.protocol.codec import Encoding, encode_frame
 
-RATE = 24_000
+DEFAULT_RATE = 24_000
 TICK_S = 0.005
 SUBPROTOCOL = Encoding.MSGPACK.subprotocol
 NOISE_DBFS = -50.0
@@ -194,8 +196,8 @@ class Audio:
     speech: list[list[bytes]]  # one list of pre-encoded append messages per sentence
 
 
-def prepare_audio(frame_ms: int, speech: bool) -> Audio:
-    step = RATE * frame_ms // 1000
+def prepare_audio(frame_ms: int, speech: bool, rate: int = DEFAULT_RATE) -> Audio:
+    step = rate * frame_ms // 1000
     rng = np.random.default_rng(7)
     level = 10 ** (NOISE_DBFS / 20) * 32768
     noise_pcm = (rng.standard_normal(step * 50) * level).astype("<i2")
@@ -212,9 +214,9 @@ def prepare_audio(frame_ms: int, speech: bool) -> Audio:
         from tests.support.speech import synthesize
 
         for text in SENTENCES:
-            voiced = synthesize(text, RATE).astype(np.int32)
+            voiced = synthesize(text, rate).astype(np.int32)
             # the speech over the same noise floor, then 1.2 s of it: the turn ends inside the utterance
-            tail = len(voiced) + int(1.2 * RATE)
+            tail = len(voiced) + int(1.2 * rate)
             mix = (rng.standard_normal(tail) * level).astype(np.int32)
             mix[: len(voiced)] += voiced
             spoken.append(encode(np.clip(mix, -32768, 32767)))
@@ -232,6 +234,7 @@ class WorkerConfig:
     streaming: list[bool]  # per token: streams audio (else: connected, answering pings only)
     audio: Audio
     frame_ms: int
+    rate: int
     turns_per_min_each: float  # per session
     respond: bool
     partials: bool
@@ -310,10 +313,12 @@ class ClientSession:
             await self._expect(self.ws, "session.created")
             if self.cfg.mode != "idle" and self.streaming:
                 td = {"type": "server_vad", "create_response": self.cfg.respond}
-                update = {
-                    "type": "session.update",
-                    "session": {"turn_detection": td, "input_audio_transcription": {"partials": self.cfg.partials}},
+                session = {
+                    "turn_detection": td,
+                    "input_audio_transcription": {"partials": self.cfg.partials},
+                    "input_audio_format": {"sample_rate": self.cfg.rate},
                 }
+                update = {"type": "session.update", "session": session}
                 await self.ws.send(encode_frame(update, Encoding.MSGPACK))
                 await self._expect(self.ws, "session.updated")
         except BaseException:
@@ -615,7 +620,7 @@ def run(args: argparse.Namespace) -> int:
         fake = FakeOllama(free_port()).start()
         llm_url = fake.url
     print(f"[load] {mode}: {args.sessions} sessions, load average {load_average()}", flush=True)
-    audio = prepare_audio(args.frame_ms, speech=mode != "idle" and args.turns_per_min > 0)
+    audio = prepare_audio(args.frame_ms, speech=mode != "idle" and args.turns_per_min > 0, rate=args.rate)
     server = start_server(args, workdir, llm_url)
     pid = server.process.pid
     print(f"[load] server pid {pid}, log {workdir / 'server.log'}", flush=True)
@@ -640,6 +645,7 @@ def run(args: argparse.Namespace) -> int:
                 streaming=flags[w :: args.clients],
                 audio=audio,
                 frame_ms=args.frame_ms,
+                rate=args.rate,
                 turns_per_min_each=each,
                 respond=args.respond,
                 partials=args.partials,
@@ -742,7 +748,10 @@ def report(
         frames = end.frame_count - start.frame_count
         rows += [
             ["streaming sessions", str(args.streaming if args.streaming is not None else n)],
-            ["frame size", f"{args.frame_ms} ms PCM16 24 kHz ({RATE * args.frame_ms // 1000 * 2} B)"],
+            [
+                "frame size",
+                f"{args.frame_ms} ms PCM16 {args.rate / 1000:g} kHz ({args.rate * args.frame_ms // 1000 * 2} B)",
+            ],
             [
                 "frames sent / handled in window (clients / server)",
                 f"{st.frames_in_window} / {frames:.0f} ({frames / window:.0f}/s)",
@@ -818,6 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="measurement window; default: 60 stream, 30 idle, 600 soak")
     parser.add_argument("--warmup", type=float, default=10.0, help="streaming before the window (s)")
     parser.add_argument("--frame-ms", type=int, default=20, help="audio per append message (ms)")
+    parser.add_argument("--rate", type=int, default=DEFAULT_RATE, help="sample rate the clients send (Hz)")
     parser.add_argument("--streaming", type=int, help="how many of the sessions stream (default: all)")
     parser.add_argument("--turns-per-min", type=float, default=6.0, help="spoken turns a minute, all sessions")
     parser.add_argument("--respond", action=argparse.BooleanOptionalAction, default=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -25,7 +26,7 @@ from realtime.config import Settings, load_settings
 from realtime.errors import ConfigError
 from realtime.protocol.codec import Encoding
 from realtime.server import WS_PATH, Realtime, create_app
-from realtime.ws_protocol import RealtimeWebSocketProtocol
+from realtime.ws_protocol import RealtimeH11Protocol, RealtimeWebSocketProtocol
 
 log = logging.getLogger("realtime.cli")
 
@@ -143,13 +144,15 @@ class _Server(uvicorn.Server):
 
 
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
-    """uvicorn with explicit websocket limits (its defaults allow 16 MiB messages and a 32-deep queue)."""
+    """uvicorn with explicit websocket limits (its defaults allow 16 MiB messages and a 32-deep queue), and a
+    deadline for request headers (it has none)."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
         loop=settings.event_loop,
-        http="h11",  # explicit: the handshake limits and answers are tested against h11
+        # h11 (the handshake limits and answers are tested against it), with a deadline for the request
+        http=functools.partial(RealtimeH11Protocol, handshake_timeout=settings.handshake_timeout),  # type: ignore[arg-type]
         ws=RealtimeWebSocketProtocol,
         ws_max_size=settings.max_message_size,
         ws_max_queue=settings.ws_max_queue,

@@ -50,9 +50,12 @@ class Settings:
     history_retry_for: float = 30.0  # how long a turn's write is retried while the database is away
 
     # Websocket transport and sessions.
+    # A new connection's request line and headers must arrive within this (slowloris: a client that sends
+    # nothing or half a request is closed, not held); also each later request on a kept-alive connection.
+    handshake_timeout: float | None = 10.0
     max_message_size: int = 1 << 20
     max_text_chars: int = 32_000
-    ws_max_queue: int = 16
+    ws_max_queue: int = 16  # inbound messages queued per connection before it is not read (ws_protocol.py)
     # permessage-deflate costs CPU on every small token/audio frame for little gain; off unless asked for.
     ws_compression: bool = False
     outbound_queue_size: int = 512

@@ -7,7 +7,14 @@ frame the final decode of the segment starts speculatively (its words go to a sp
 as it is done). If the pause lasts `segment_pause_ms` its text is final (published at once) and the
 end-of-turn model may end the turn there; after `silence_duration_ms` the turn is committed anyway.
 
-The listener owns its decode tasks; the session cancels them all through `aclose()`.
+Input is decoupled from the VAD: `append` checks and resamples a message, cuts its VAD frames and queues
+it (bounded, see MAX_VAD_BACKLOG_MS); the listener's VAD task sends the frames of everything queued since
+its last pass in one request to the shared batcher, then applies the results message by message, exactly
+as if each message had been judged on arrival. So the session's reader goes back to its socket at once
+(it used to await the VAD for every message: the event loop and the VAD thread took turns instead of
+overlapping), and a stream that fell behind catches up in one pass instead of one frame per pass.
+
+The listener owns its decode tasks and its VAD task; the session cancels them all through `aclose()`.
 """
 
 from __future__ import annotations
@@ -55,6 +62,11 @@ class InvalidAudio(ClientError):
 class NotListening(ClientError):
     code = "not_listening"
 
+
+# Audio a session may have waiting for the VAD. A client sending faster than real time fills it, and then
+# `append` waits for the VAD to catch up: the reader stops taking messages, the websocket stops being read
+# and TCP slows the client down. Nothing is dropped; a real-time client never gets near it.
+MAX_VAD_BACKLOG_MS = 1_000
 
 MIN_BUFFER_SAMPLES = 16_000  # one second at 16 kHz: the first allocation, then doubling
 
@@ -154,6 +166,7 @@ class Listener:
         on_speech: Callable[[int], Awaitable[None]] | None = None,
         on_tentative: Callable[[str], Awaitable[None]] | None = None,
         on_resumed: Callable[[], Awaitable[None]] | None = None,
+        frame_latency: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -176,6 +189,17 @@ class Listener:
         self._committing: asyncio.Task[object] | None = None
         self._detected: str | None = None  # the language the user speaks, once detected with confidence
         self._tasks: set[asyncio.Task[object]] = set()
+        # Input waiting for the VAD: each message's resampled audio, the VAD frames it completed, when it was taken.
+        self._frame_latency = frame_latency
+        self._backlog: list[tuple[np.ndarray, list[np.ndarray], float | None]] = []  # samples, VAD frames, taken
+        self._backlog_samples = 0
+        self._backlog_ready = asyncio.Event()  # the VAD task has something to judge
+        self._backlog_room = asyncio.Event()  # the backlog is under its bound
+        self._backlog_room.set()
+        self._backlog_done = asyncio.Event()  # nothing waiting and no pass running
+        self._backlog_done.set()
+        self._vad_task: asyncio.Task[object] | None = None  # started by the first audio
+        self._closed = False
 
     # ---- input -----------------------------------------------------------------------------------
 
@@ -183,31 +207,96 @@ class Listener:
     def now_ms(self) -> int:
         return self._total // SAMPLES_PER_MS
 
-    async def append(self, pcm: bytes) -> None:
+    async def append(self, pcm: bytes, *, taken_at: float | None = None) -> None:
+        """Take one message of PCM16 audio. With server VAD it is queued for the VAD task (waiting only when
+        the backlog is full), unless it completes no VAD frame and nothing is queued before it: then it is
+        applied at once. `taken_at` (perf_counter) is when the reader took the message, for the frame-latency
+        figure, which runs to the message's VAD results applied to turn detection."""
         if len(pcm) % 2:
             raise InvalidAudio("audio must be whole PCM16 samples (an even number of bytes)", param="audio")
         samples = self._resampler.process(pcm16_to_float(pcm))
         if not len(samples):
+            self._frame_done(taken_at)
             return
+        if self._detector is None:
+            self._audio.append(samples)
+            self._total += len(samples)
+            await self._manual_progress()
+            self._trim()
+            self._frame_done(taken_at)
+            return
+        frames = self._vad_stream.take_frames(samples)  # here: in message order
+        if not frames and self._backlog_done.is_set():
+            await self._apply(samples, [])  # nothing for the VAD, nothing before it: no task switch
+            self._frame_done(taken_at)
+            return
+        limit = MAX_VAD_BACKLOG_MS * SAMPLES_PER_MS
+        while self._backlog_samples >= limit and not self._vad_stopped:
+            self._backlog_room.clear()
+            await self._backlog_room.wait()
+        if self._vad_stopped:
+            return  # closed, or its VAD task failed (the session is closing)
+        self._backlog.append((samples, frames, taken_at))
+        self._backlog_samples += len(samples)
+        self._backlog_done.clear()
+        self._backlog_ready.set()
+        if self._vad_task is None:
+            self._vad_task = self._spawn(self._judge_backlog(), "vad")
+
+    @property
+    def _vad_stopped(self) -> bool:
+        return self._closed or (self._vad_task is not None and self._vad_task.done())
+
+    async def judged(self) -> None:
+        """Until every message appended so far has been judged by the VAD and applied to turn detection."""
+        await self._backlog_done.wait()
+
+    async def _judge_backlog(self) -> None:
+        """The VAD task: one batcher request for the frames of all messages queued since its last pass, then
+        each message applied in order as `append` used to (buffered, its frames fed to turn detection)."""
+        try:
+            while True:
+                await self._backlog_ready.wait()
+                self._backlog_ready.clear()
+                batch, self._backlog = self._backlog, []
+                flat = batch[0][1] if len(batch) == 1 else [frame for _, own, _ in batch for frame in own]
+                probs = await self._vad.probabilities(self._vad_stream, flat)
+                at = 0
+                for samples, own, taken_at in batch:
+                    await self._apply(samples, probs[at : at + len(own)])
+                    at += len(own)
+                    self._backlog_samples -= len(samples)
+                    self._frame_done(taken_at)
+                    if self._backlog_samples < MAX_VAD_BACKLOG_MS * SAMPLES_PER_MS:
+                        self._backlog_room.set()
+                if not self._backlog:
+                    self._backlog_done.set()
+        finally:  # nobody waits on a task that is gone
+            self._backlog_room.set()
+            self._backlog_done.set()
+
+    async def _apply(self, samples: np.ndarray, probs: list[float]) -> None:
+        """One message's audio and the VAD's verdict on the frames it completed."""
+        assert self._detector is not None
         self._audio.append(samples)
         self._total += len(samples)
-        if self._detector is None:
-            await self._manual_progress()
-        else:
-            frames = self._vad_stream.take_frames(samples)
-            probs = await self._vad.probabilities(self._vad_stream, frames)
-            for prob in probs:
-                self._vad_done += 512
-                for event in self._detector.feed(prob, self._vad_done // SAMPLES_PER_MS):
-                    await self._on_turn_event(event)
-                self._maybe_partial()
-                if self._on_speech is not None and self._speech_onset_ms is not None:
-                    await self._on_speech(self._vad_done // SAMPLES_PER_MS - self._speech_onset_ms)
-            self._enforce_max_turn()
+        for prob in probs:
+            self._vad_done += 512
+            for event in self._detector.feed(prob, self._vad_done // SAMPLES_PER_MS):
+                await self._on_turn_event(event)
+            self._maybe_partial()
+            if self._on_speech is not None and self._speech_onset_ms is not None:
+                await self._on_speech(self._vad_done // SAMPLES_PER_MS - self._speech_onset_ms)
+        self._enforce_max_turn()
         self._trim()
+
+    def _frame_done(self, taken_at: float | None) -> None:
+        if self._frame_latency is not None and taken_at is not None:
+            self._frame_latency(time.perf_counter() - taken_at)
 
     async def commit(self) -> None:
         """Manual mode: the whole buffer is the user's turn."""
+        await self.judged()
         if self._detector is not None and self._turn is None:
             raise NotListening("nothing to commit: the server VAD commits turns itself", param="type")
         if self._turn is None or (self._detector is None and not len(self._audio)):
@@ -223,6 +312,7 @@ class Listener:
 
     async def clear(self) -> None:
         """Drop buffered audio and any turn in progress (its transcript is never committed)."""
+        await self.judged()  # what came before the clear is heard first, as it always was
         self._cancel_all()
         self._turn = self._segment = None
         self._audio.clear()
@@ -232,8 +322,14 @@ class Listener:
         await self._emit(ev.audio_cleared())
 
     async def aclose(self) -> None:
+        """Cancel and await every task of the listener (audio still waiting for the VAD is dropped)."""
+        self._closed = True
         self._cancel_all()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = list(self._tasks)
+        if self._vad_task is not None:
+            self._vad_task.cancel()
+            tasks.append(self._vad_task)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _cancel_all(self) -> None:
         for task in list(self._tasks):
@@ -395,6 +491,7 @@ class Listener:
     async def settled(self) -> None:
         """Until the last committed turn is transcribed and handed over (a response.create sent right after
         a manual commit then includes it)."""
+        await self.judged()
         task = self._committing
         if task is not None and not task.done():
             await asyncio.wait({task})

@@ -622,9 +622,7 @@ class Session:
             event = parse_client_event(raw, base64_binary=encoding is Encoding.JSON, limits=self._limits)
             if not self._conn.accepts(event.TYPE):
                 return
-            await self._dispatch(link, event)
-            if isinstance(event, InputAudioAppend) and self._metrics is not None:
-                self._metrics.audio_frame.observe(time.perf_counter() - taken_at)  # bench/load.py reads it
+            await self._dispatch(link, event, taken_at)
         except (ClientError, ServerError) as exc:  # both carry a message safe to show
             event_id, event_type = peek_ids(raw) if raw is not None else (None, None)
             await self._client_error(exc, event_id, event_type)
@@ -639,7 +637,7 @@ class Session:
         if self._error_tokens < 0:
             self.request_close(CloseCode.TOO_MANY_ERRORS, "too many invalid messages", flush=True)
 
-    async def _dispatch(self, link: Link, event: ClientEvent) -> None:
+    async def _dispatch(self, link: Link, event: ClientEvent, taken_at: float | None = None) -> None:
         match event:
             case Pong():
                 link.heartbeat.pong(event.ts, self._clock())
@@ -649,7 +647,7 @@ class Session:
                 await self._update_session(event)
                 await self._emit(ev.session_updated(self._session_info()))
             case InputAudioAppend():
-                await self._require_listener().append(event.audio)
+                await self._require_listener().append(event.audio, taken_at=taken_at)
             case InputAudioCommit():
                 await self._require_listener().commit()
             case InputAudioClear():
@@ -665,6 +663,8 @@ class Session:
                     raise InvalidState("This server has no model scheduler.", param="type")
                 await self._emit(ev.models_status(self._scheduler.status(), event.event_id))
             case ConversationItemCreate():
+                if self._listener is not None:
+                    await self._listener.judged()  # a spoken turn in audio sent before it comes first
                 await self._abort_speculation()
                 text, content, images, documents = await self._item_content(event)
                 async with self._turn_lock:
@@ -741,6 +741,7 @@ class Session:
         self.config = replace(self.config, **self._resolve(changes))
         if any(getattr(before, name) != getattr(self.config, name) for name in AUDIO_FIELDS):
             if self._listener is not None:
+                await self._listener.judged()  # audio sent before the update is heard with the old settings
                 await self._listener.aclose()
             self._listener = self._make_listener()
 
@@ -780,6 +781,8 @@ class Session:
             on_speech=self._on_user_speech,
             on_tentative=self._speculate,
             on_resumed=self._abort_speculation,
+            # bench/load.py reads it: reader took the message -> its VAD results applied to turn detection
+            frame_latency=self._metrics.audio_frame.observe if self._metrics is not None else None,
             clock=self._clock,
         )
 
