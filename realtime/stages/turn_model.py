@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.stages.onnx import cpu_session
+
 RATE = 16_000
 WINDOW = 8 * RATE  # the model's input: the last 8 s of the turn
 NORM_EPS = 1e-7
@@ -28,14 +30,9 @@ class SmartTurnModel:
     """The onnx model and its feature extractor; `probability` is meant for one thread at a time."""
 
     def __init__(self, path: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
         from faster_whisper.feature_extractor import FeatureExtractor
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, threads=threads)
         self._features = FeatureExtractor(feature_size=80, chunk_length=WINDOW // RATE)
 
     def probability(self, audio: np.ndarray) -> float:

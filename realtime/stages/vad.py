@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.stages.onnx import cpu_session
+
 FRAME = 512  # samples per model step at 16 kHz (32 ms)
 CONTEXT = 64
 STATE_SHAPE = (2, 128)
@@ -33,13 +35,7 @@ class SileroModel:
     """The ONNX model; `run` is thread-compatible but meant for one thread (the batcher's)."""
 
     def __init__(self, path: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, threads=threads)
         self._sr = np.array(16_000, dtype=np.int64)
 
     def run(self, inputs: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
