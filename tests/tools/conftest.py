@@ -28,6 +28,15 @@ TEST_LIMITS = SandboxLimits(
 )
 
 
+@pytest.fixture(scope="module")
+def tools_dir() -> Iterator[Path]:
+    """The servers' REALTIME_TOOLS_DIR, one per test module, under /tmp for the same reason as below."""
+    base = Path(tempfile.mkdtemp(prefix="realtime-tools-", dir="/tmp"))
+    base.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture
 def workspaces() -> Iterator[Workspaces]:
     """Under /tmp itself: pytest's tmp_path is 0700, and the sandbox's uids must traverse to their directory."""

@@ -42,12 +42,6 @@ def scripted_ollama() -> Iterator[LocalOllamaProcess]:
         yield proc
 
 
-@pytest.fixture(scope="module")
-def tools_dir() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="realtime-tools-", dir="/tmp"))
-    base.chmod(0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
 
 
 async def _stored(server: ServerProcess, http: httpx.AsyncClient, conversation_id: str) -> list[dict[str, Any]]:

@@ -26,12 +26,6 @@ from tests.tools.conftest import needs_bwrap
 pytestmark = needs_bwrap
 
 
-@pytest.fixture(scope="module")
-def tools_dir() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="realtime-tools-", dir="/tmp"))
-    base.chmod(0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,6 @@ from tests.tools.conftest import needs_bwrap, processes_of
 PRIMES = "[2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97]"
 
 
-@pytest.fixture(scope="module")
-def tools_dir() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="realtime-tools-", dir="/tmp"))
-    base.chmod(0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
