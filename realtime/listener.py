@@ -42,6 +42,7 @@ from realtime.stages.turn_detection import (
     TurnDetector,
     TurnEnded,
 )
+from realtime.stages.turn_model import WINDOW as TURN_WINDOW
 from realtime.stages.vad import VadStream
 from realtime.voice import Voice
 
@@ -424,8 +425,9 @@ class Listener:
         judge = self._voice.turn
         assert judge is not None and self._detector is not None
         pause = self._detector.pause_ms
+        held = self._audio.view()
         start = turn.start_ms * SAMPLES_PER_MS - self._audio_base
-        audio = self._audio.view()[max(0, start) :].copy()
+        audio = held[max(0, start, len(held) - TURN_WINDOW) :].copy()  # the model hears the last 8 s only
         probability = await judge.probability(audio)
         if probability is None or turn is not self._turn or self._detector.pause_ms != pause:
             return  # the judge was busy, or meanwhile the turn ended or this pause did (speech resumed)
