@@ -21,7 +21,9 @@ def model() -> SmartTurnModel:
 
 
 def spoken(text: str) -> np.ndarray:
-    return np.concatenate([synthesize(text, 16_000).astype(np.float32) / 32768, PAUSE])
+    """Steady (noise-free) speech then the pause: Piper's random prosody once gave 0.47 for a request
+    that scores 0.92-0.98 in most draws, and a verdict must not hang on the draw."""
+    return np.concatenate([synthesize(text, 16_000, steady=True).astype(np.float32) / 32768, PAUSE])
 
 
 @pytest.mark.parametrize(
@@ -37,8 +39,8 @@ def test_a_finished_sentence_is_judged_finished(model: SmartTurnModel, text: str
     assert model.probability(spoken(text)) > 0.7
 
 
-# Piper's prosody varies from one synthesis to the next; these were judged unfinished in every one of 8
-# fresh syntheses (P 0.01-0.23), where e.g. "Can you tell me about the" ranged 0.12-0.96.
+# With Piper's usual random prosody these were judged unfinished in every one of 8 fresh syntheses
+# (P 0.01-0.23), where e.g. "Can you tell me about the" ranged 0.12-0.96; so they are the ones tested.
 @pytest.mark.parametrize("text", ["So what I was thinking is, um,", "I would like to know, um,", "I was wondering if"])
 def test_a_sentence_trailing_off_is_judged_unfinished(model: SmartTurnModel, text: str) -> None:
     """A filler or a dangling conjunction at the end: P(done) below the listener's default threshold (0.5)."""

@@ -24,10 +24,18 @@ def voice_path() -> Path:
 
 
 @functools.lru_cache(maxsize=256)
-def synthesize(text: str, rate: int = 16_000) -> np.ndarray:
-    """Speech for `text` as int16 mono at `rate` (resampled with soxr from Piper's 22.05 kHz)."""
+def synthesize(text: str, rate: int = 16_000, *, steady: bool = False) -> np.ndarray:
+    """Speech for `text` as int16 mono at `rate` (resampled with soxr from Piper's 22.05 kHz).
+
+    Piper draws fresh noise for prosody and timing on every call, so the same text sounds a little
+    different each time. `steady` turns that noise off: the same samples every call, for tests whose
+    verdict rests on prosody (the end-of-turn model) and must not depend on a lucky draw.
+    """
+    from piper import SynthesisConfig
+
     voice = _voice(str(voice_path()))
-    audio = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text)])
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if steady else None
+    audio = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=config)])
     native = voice.config.sample_rate
     if rate != native:
         audio = soxr.resample(audio, native, rate)
