@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import uuid
@@ -405,6 +406,15 @@ def _web_routes() -> list[BaseRoute]:
     return routes
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, models, pools: ~160 000 objects) out of the
+    collector's reach. Otherwise each full collection walks them all, a 20-40 ms pause that stalls every
+    session at once (measured under bench.turn_overhead); after the freeze a full collection walks only
+    what turns left behind."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -430,10 +440,12 @@ def create_app(
             rt.voice = await Voice.load(settings, rt.scheduler)
             rt.speech = await SpeechOut.load(settings, rt.scheduler)
             app.state.realtime = rt
+            _freeze_startup_heap()
             if on_ready is not None:
                 await on_ready(rt)
             yield
         finally:
+            gc.unfreeze()
             await rt.close_all()
             if rt.voice is not None:
                 await rt.voice.aclose()

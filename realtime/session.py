@@ -565,9 +565,22 @@ class Session:
         """The only sender: numbers events here, so `seq` follows the wire order exactly, without gaps.
 
         Every event is also kept in a bounded replay buffer, and sent if a link is attached; while
-        detached the session goes on and a resume replays what was missed."""
+        detached the session goes on and a resume replays what was missed. Text deltas already waiting
+        behind one another are sent as one (`joined`): a model whose tokens arrive faster than they can
+        be sent one by one costs one frame per burst, not one per token, and its last token is not
+        queued behind the others' frames. Nothing waits to be joined: only what is already queued is."""
+        carried: ServerEvent | None = None
         while True:
-            event = await self._out.get()
+            event = carried if carried is not None else await self._out.get()
+            carried, taken = None, 1
+            while not self._out.empty():
+                following = self._out.get_nowait()
+                taken += 1
+                both = ev.joined(event, following)
+                if both is None:
+                    carried, taken = following, taken - 1  # sent (and marked done) next round
+                    break
+                event = both
             try:
                 async with self._send_lock:
                     self._seq += 1
@@ -575,7 +588,8 @@ class Session:
                     if self._link is not None:
                         await self._send(self._link, self._seq, event)
             finally:
-                self._out.task_done()
+                for _ in range(taken):
+                    self._out.task_done()
 
     async def _send(self, link: Link, seq: int, event: ServerEvent) -> None:
         if link.ended is None or link.ended.done():

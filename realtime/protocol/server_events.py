@@ -119,6 +119,24 @@ def reasoning_delta(response_id: str, item_id: str, delta: str) -> ServerEvent:
     return ServerEvent("response.reasoning.delta", {"response_id": response_id, "item_id": item_id, "delta": delta})
 
 
+JOINABLE = frozenset({"response.text.delta", "response.reasoning.delta"})
+MAX_JOINED_DELTA = 8_192  # characters: a joined delta stays one small frame
+
+
+def joined(first: ServerEvent, second: ServerEvent) -> ServerEvent | None:
+    """The two events as one, when `second` only continues `first`'s text (same kind of delta, same
+    response and item) and the result stays small; else None. Deltas are arbitrary cuts of one text,
+    so a client sees the same text either way, in fewer frames."""
+    if first.type != second.type or first.type not in JOINABLE:
+        return None
+    a, b = first.fields, second.fields
+    if a["response_id"] != b["response_id"] or a["item_id"] != b["item_id"]:
+        return None
+    if len(a["delta"]) + len(b["delta"]) > MAX_JOINED_DELTA:
+        return None
+    return ServerEvent(first.type, {**a, "delta": a["delta"] + b["delta"]})
+
+
 def response_done(
     response_id: str,
     item_id: str,
