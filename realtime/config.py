@@ -118,6 +118,9 @@ class Settings:
     espeak_binary: str = "espeak-ng"
     audio_lead_ms: int = 300  # how far audio may run ahead of real time
     audio_chunk_ms: int = 40
+    # The first spoken piece ends at the first clause or after this many words, whichever comes first:
+    # fewer words reach the ear sooner (the model writes and Piper speaks fewer before the first audio).
+    first_piece_max_words: int = 5
 
     # Model residency (realtime/gpu): a device's budget is its memory minus a reserve.
     gpu_backend: str = "auto"  # auto (NVML, else torch, else CPU only) | nvml | torch | cpu
@@ -322,6 +325,8 @@ def _check(s: Settings) -> None:
         )
     if s.max_message_size < 1024:
         raise ConfigError(f"{env_name('max_message_size')} must be at least 1024 bytes")
+    if s.first_piece_max_words < 3:
+        raise ConfigError(f"{env_name('first_piece_max_words')} must be at least 3 (fewer sound cut off)")
     url = s.database_url
     if url not in ("embedded", "none") and not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError(f"{env_name('database_url')}: expected 'embedded', 'none' or a postgresql:// URL")

@@ -1310,6 +1310,7 @@ class Session:
             clock=self._clock,
             lead_ms=self._settings.audio_lead_ms,
             chunk_ms=self._settings.audio_chunk_ms,
+            first_piece_max_words=self._settings.first_piece_max_words,
             held=response.held is not None,
         )
         response.speaker.start()

@@ -75,6 +75,7 @@ class Speaker:
         clock: Callable[[], float],
         lead_ms: int = 300,
         chunk_ms: int = 40,
+        first_piece_max_words: int = 5,
         held: bool = False,
     ) -> None:
         self._speech = speech
@@ -84,7 +85,7 @@ class Speaker:
         self._clock = clock
         self._lead = lead_ms / 1000
         self._chunk_samples = sample_rate * chunk_ms // 1000
-        self._chunker = SpeechChunker()
+        self._chunker = SpeechChunker(first_max_words=first_piece_max_words)
         self._pieces: asyncio.Queue[str | None] = asyncio.Queue(maxsize=PIECE_QUEUE)
         self._released = asyncio.Event()
         if not held:
