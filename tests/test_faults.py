@@ -272,6 +272,44 @@ async def test_half_open_link_is_found_by_heartbeats(server_factory: ServerFacto
         client.ws.transport.abort()
 
 
+async def test_half_open_link_is_found_by_transport_pings_when_heartbeats_are_slow(
+    server_factory: ServerFactory, fake_ollama: FakeOllama
+) -> None:
+    """The backstop: with the protocol heartbeat set far out (60 s), the websocket control pings find the
+    silent link (no control pong within `transport_ping_timeout`: uvicorn fails it with 1011) and the
+    session is detached and resumable, as when the heartbeat finds it."""
+    srv = server_factory(
+        ollama_url=fake_ollama.url,
+        llm_model="echo",
+        voice="off",
+        ping_interval="60",
+        ping_timeout="120",
+        transport_ping_interval="0.3",
+        transport_ping_timeout="0.7",
+    )
+    token = srv.token("halfopen-transport")
+    async with BlackHole(srv.port).running() as path:
+        client = await RealtimeClient.connect(f"ws://127.0.0.1:{path.port}/ws", token)
+        session_id = client.session["id"]
+        assert (await client.ask("through the proxy")).text == "You said: through the proxy"
+        await asyncio.sleep(1.0)  # control pings answered through the proxy: the link stays
+        assert f"[{session_id}] link lost" not in srv.log_text()
+        args = client.resume_args()
+        path.frozen = True
+        frozen_at = time.monotonic()
+        while f"[{session_id}] link lost" not in srv.log_text():
+            assert time.monotonic() - frozen_at < 5.0, "the control pings did not notice the silent link"
+            await asyncio.sleep(0.05)
+        line = next(x for x in srv.log_text().splitlines() if f"[{session_id}] link lost" in x)
+        assert "4000" not in line and "detached" in line, line  # not the heartbeat: the transport
+        again = await RealtimeClient.connect(srv.ws_url, token, resume=args)
+        resumed = await again.recv_until("session.resumed")
+        assert resumed[-1]["session"]["id"] == session_id
+        assert (await again.ask("back")).text == "You said: back"
+        await again.close()
+        client.ws.transport.abort()
+
+
 async def test_shutdown_mid_reply_flushes_and_stores(
     server_factory: ServerFactory, fake_ollama: FakeOllama, postgres: EmbeddedPostgres
 ) -> None:
