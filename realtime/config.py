@@ -118,9 +118,10 @@ class Settings:
     espeak_binary: str = "espeak-ng"
     audio_lead_ms: int = 300  # how far audio may run ahead of real time
     audio_chunk_ms: int = 40
-    # The first spoken piece ends at the first clause or after this many words, whichever comes first:
-    # fewer words reach the ear sooner (the model writes and Piper speaks fewer before the first audio).
-    first_piece_max_words: int = 5
+    # The first spoken piece ends at the first clause or after this many words, whichever comes first.
+    # Fewer words reach the ear sooner, but a cut inside a clause is heard: at 5, Whisper misheard 4-6 of
+    # 24 spoken replies at the seam ("bake | bread" -> "bait right"), at 8 none (docs/performance.md).
+    first_piece_max_words: int = 8
 
     # Model residency (realtime/gpu): a device's budget is its memory minus a reserve.
     gpu_backend: str = "auto"  # auto (NVML, else torch, else CPU only) | nvml | torch | cpu

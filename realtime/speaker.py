@@ -75,7 +75,7 @@ class Speaker:
         clock: Callable[[], float],
         lead_ms: int = 300,
         chunk_ms: int = 40,
-        first_piece_max_words: int = 5,
+        first_piece_max_words: int = 8,
         held: bool = False,
     ) -> None:
         self._speech = speech

@@ -3,9 +3,9 @@ sentences. Markdown is made speakable (emphasis and list marks dropped, links re
 URLs as their site), code blocks are skipped. Pure and incremental.
 
 Why clause-first: Piper synthesizes one whole piece per run, so time to first audio grows with the
-first piece's length; a 4-6 word opening is ~60-100 ms of synthesis, a 15-word sentence ~300 ms. A first
-piece of at most 5 words (unless its last word leans on the next) took ~50 ms off speech end -> first
-audio at p50 against 8 words (docs/performance.md).
+first piece's length; a 4-6 word opening is ~60-100 ms of synthesis, a 15-word sentence ~300 ms. The
+cap (8 words) is not lower because a cut inside a clause is heard at the seam (docs/performance.md); a cut
+is never left on a word that leans on the next ("the", "of", a number): it moves on, 3 words at most.
 Sentence-only chunking also stalls on replies that never end a sentence (the small model rambles), so
 the caller can `force()` a cut after a time limit.
 """
@@ -61,7 +61,7 @@ def _word_count(text: str) -> int:
 class SpeechChunker:
     __slots__ = ("first_min_words", "first_max_words", "max_words", "_buffer", "_in_code", "_first_done")
 
-    def __init__(self, *, first_min_words: int = 3, first_max_words: int = 5, max_words: int = 40) -> None:
+    def __init__(self, *, first_min_words: int = 3, first_max_words: int = 8, max_words: int = 40) -> None:
         self.first_min_words = first_min_words
         self.first_max_words = first_max_words
         self.max_words = max_words

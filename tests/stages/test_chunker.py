@@ -45,15 +45,17 @@ def test_any_token_split_gives_the_same_pieces(cuts: list[int]) -> None:
 
 
 def test_first_piece_is_cut_when_no_clause_ends() -> None:
-    """A first clause that runs on is cut after 5 words; later text waits for a sentence end."""
+    """A first clause that runs on is cut after 8 words; later text waits for a sentence end."""
     chunker = SpeechChunker()
-    assert chunker.feed("one two three four five six seven eight nine ten") == ["one two three four five"]
+    assert chunker.feed("one two three four five six seven eight nine ten") == [
+        "one two three four five six seven eight"
+    ]
     assert chunker.feed(" eleven, twelve") == []
 
 
 def test_the_first_cut_never_leaves_a_word_leaning_on_the_next() -> None:
-    """Past 5 words the cut moves on (at most 3 words) until the piece does not end on a function word
-    or a number, so "in the" | "east" and "7" | "days" are not split."""
+    """Past the cap (5 here) the cut moves on (at most 3 words) until the piece does not end on a function
+    word or a number, so "in the" | "east" and "7" | "days" are not split."""
     cases = {
         "The sun rises in the east every morning for us.": "The sun rises in the east",
         "A week is approximately 7 days and more than that.": "A week is approximately 7 days",
@@ -61,16 +63,14 @@ def test_the_first_cut_never_leaves_a_word_leaning_on_the_next() -> None:
         "one two three four the of a in five six": "one two three four the of a in",  # 3 more at most
     }
     for text, first in cases.items():
-        chunker = SpeechChunker()
+        chunker = SpeechChunker(first_max_words=5)
         pieces = [p for word in text.split(" ") for p in chunker.feed(word + " ")]
         assert pieces[0] == first
 
 
 def test_the_first_piece_length_is_a_setting() -> None:
-    chunker = SpeechChunker(first_max_words=8)
-    assert chunker.feed("one two three four five six seven eight nine ten") == [
-        "one two three four five six seven eight"
-    ]
+    chunker = SpeechChunker(first_max_words=5)
+    assert chunker.feed("one two three four five six seven eight nine ten") == ["one two three four five"]
 
 
 def test_force_cuts_at_a_word_boundary() -> None:
