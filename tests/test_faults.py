@@ -102,6 +102,25 @@ async def _bystander_turn(server: ServerProcess, user: str, text: str) -> None:
     assert (result.status, result.text) == ("completed", "You said: " + text)
 
 
+async def _log_line(server: ServerProcess, text: str, since: float, what: str, within: float = 5.0) -> str:
+    """The first server log line holding `text`, waited for up to `within` s after `since` (monotonic)."""
+    while True:
+        line = next((x for x in server.log_text().splitlines() if text in x), None)
+        if line is not None:
+            return line
+        assert time.monotonic() - since < within, what
+        await asyncio.sleep(0.05)
+
+
+async def _resume_and_talk(server: ServerProcess, token: str, args: tuple[str, str, int], session_id: str) -> None:
+    """A resume on a new link gets the detached session back, and it answers."""
+    again = await RealtimeClient.connect(server.ws_url, token, resume=args)
+    resumed = await again.recv_until("session.resumed")
+    assert resumed[-1]["session"]["id"] == session_id
+    assert (await again.ask("back")).text == "You said: back"
+    await again.close()
+
+
 async def test_upstream_killed_mid_stream(faults_server: ServerProcess) -> None:
     """The LLM connection dropped mid-stream: upstream_error, response failed with the text so far (kept and
     stored as failed), the session goes on; another session streaming at the same time completes."""
@@ -259,16 +278,10 @@ async def test_half_open_link_is_found_by_heartbeats(server_factory: ServerFacto
         frozen_at = time.monotonic()
         await _bystander_turn(srv, "bystander4", "unaffected?")
         detached = f"[{session_id}] link lost (4000 ping timeout): detached"
-        while detached not in srv.log_text():
-            assert time.monotonic() - frozen_at < 5.0, "the heartbeat did not notice the silent link"
-            await asyncio.sleep(0.05)
+        await _log_line(srv, detached, frozen_at, "the heartbeat did not notice the silent link")
         noticed = time.monotonic() - frozen_at
         assert 0.9 <= noticed < 4.0, noticed
-        again = await RealtimeClient.connect(srv.ws_url, token, resume=args)
-        resumed = await again.recv_until("session.resumed")
-        assert resumed[-1]["session"]["id"] == session_id
-        assert (await again.ask("back")).text == "You said: back"
-        await again.close()
+        await _resume_and_talk(srv, token, args, session_id)
         client.ws.transport.abort()
 
 
@@ -297,16 +310,9 @@ async def test_half_open_link_is_found_by_transport_pings_when_heartbeats_are_sl
         args = client.resume_args()
         path.frozen = True
         frozen_at = time.monotonic()
-        while f"[{session_id}] link lost" not in srv.log_text():
-            assert time.monotonic() - frozen_at < 5.0, "the control pings did not notice the silent link"
-            await asyncio.sleep(0.05)
-        line = next(x for x in srv.log_text().splitlines() if f"[{session_id}] link lost" in x)
+        line = await _log_line(srv, f"[{session_id}] link lost", frozen_at, "the control pings did not notice")
         assert "4000" not in line and "detached" in line, line  # not the heartbeat: the transport
-        again = await RealtimeClient.connect(srv.ws_url, token, resume=args)
-        resumed = await again.recv_until("session.resumed")
-        assert resumed[-1]["session"]["id"] == session_id
-        assert (await again.ask("back")).text == "You said: back"
-        await again.close()
+        await _resume_and_talk(srv, token, args, session_id)
         client.ws.transport.abort()
 
 
