@@ -50,6 +50,7 @@ def main() -> None:
     voice = _voice(str(voice_path()))
 
     def speak(text: str) -> np.ndarray:
+        # not tests.support.speech.synthesize: it caches by text, so every draw would be the same one
         audio = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text)])
         return soxr.resample(audio, voice.config.sample_rate, 16_000).astype(np.float32)
 

@@ -575,12 +575,11 @@ class Session:
             carried, taken = None, 1
             while not self._out.empty():
                 following = self._out.get_nowait()
-                taken += 1
                 both = ev.joined(event, following)
                 if both is None:
-                    carried, taken = following, taken - 1  # sent (and marked done) next round
+                    carried = following  # sent (and marked done) next round
                     break
-                event = both
+                event, taken = both, taken + 1
             try:
                 async with self._send_lock:
                     self._seq += 1
