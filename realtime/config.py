@@ -102,6 +102,9 @@ class Settings:
     stt_device: str = "auto"  # auto | cpu | cuda
     stt_compute_type: str = "default"  # default: int8 on CPU, float16 on CUDA
     stt_workers: int = 1
+    # Nice levels below the server at which Whisper computes on the CPU (0..19; 0: the same), so that a
+    # decode never delays every session's audio frames; on an idle server it changes nothing.
+    stt_nice: int = 10
     vad_model_path: Path | None = None
     # The end-of-turn model (Smart Turn v3 onnx): "auto" uses it when its file is present; "off" never.
     turn_model: str = "auto"
@@ -274,6 +277,16 @@ _PARSERS = {
     "tuple[str, ...]": _parse_tuple,
 }
 
+def _parse_nice(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 19:
+        raise ValueError("must be 0..19 (nice levels below the server's)")
+    return value
+
+
+# Fields whose values a type's parser would refuse (0 is a valid niceness step).
+_FIELD_PARSERS = {"stt_nice": _parse_nice, "embedded_llm_nice": _parse_nice}
+
 _CHOICES = {
     "embedded_llm": {"auto", "always", "never"},
     "voice": {"auto", "on", "off"},
@@ -302,7 +315,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raw = env.get(var)
         if raw is None:
             continue
-        parser = _PARSERS[str(f.type)]
+        parser = _FIELD_PARSERS.get(f.name) or _PARSERS[str(f.type)]
         try:
             value = parser(raw)
         except ValueError as exc:
@@ -326,6 +339,9 @@ def _check(s: Settings) -> None:
         )
     if s.max_message_size < 1024:
         raise ConfigError(f"{env_name('max_message_size')} must be at least 1024 bytes")
+    for name in ("stt_nice", "embedded_llm_nice"):
+        if not 0 <= getattr(s, name) <= 19:
+            raise ConfigError(f"{env_name(name)}: must be 0..19 (nice levels below the server's)")
     if s.first_piece_max_words < 3:
         raise ConfigError(f"{env_name('first_piece_max_words')} must be at least 3 (fewer sound cut off)")
     url = s.database_url

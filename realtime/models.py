@@ -79,7 +79,7 @@ def build_scheduler(s: Settings, http: httpx.AsyncClient | None, *, llm_on_cpu: 
             FactoryModel(TURN, "turn", 40 << 20, lambda d: SmartTurnModel(s.turn_onnx_path), large=False), device="cpu"
         )
     if s.voice != "off":
-        stt = SttConfig(model=s.stt_model_ref, compute_type=s.stt_compute_type, workers=s.stt_workers)
+        stt = SttConfig(model=s.stt_model_ref, compute_type=s.stt_compute_type, workers=s.stt_workers, nice=s.stt_nice)
 
         def whisper(device: str) -> WhisperEngine:
             return WhisperEngine(_on(stt, device))
@@ -116,6 +116,7 @@ def _on(config: SttConfig, device: str) -> SttConfig:
         compute_type=config.compute_type,
         workers=config.workers,
         threads_per_worker=config.threads_per_worker,
+        nice=config.nice,
     )
 
 

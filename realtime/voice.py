@@ -59,7 +59,7 @@ class Voice:
                 turn_lease = await scheduler.acquire(TURN)
             async with scheduler.lease(STT) as whisper:  # loads it now, not on the first turn
                 tokens = whisper.model.instance.tokens
-            vad, stt = VadBatcher(vad_lease.model.instance), SttPool(settings.stt_workers)
+            vad, stt = VadBatcher(vad_lease.model.instance), SttPool(settings.stt_workers, nice=settings.stt_nice)
             await vad.start()
             await stt.start()
         except BaseException:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -232,3 +235,27 @@ async def test_a_trailing_off_sentence_waits_for_the_silence_window(voice_server
         assert not await _committed_within(client, 3.0)
         await stream_audio(client, np.zeros(rate, np.int16), rate, speed=4)
         assert await _committed_within(client, 4.0)
+
+
+def _thread_nice(pid: int) -> dict[int, int]:
+    """Each thread's nice value, from /proc (field 19 of stat, counted after the command name)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[int(tid)] = int(fields[16])
+    return out
+
+
+async def test_whisper_computes_below_the_event_loop(voice_server: ServerProcess) -> None:
+    """REALTIME_STT_NICE (10): after a decode, Whisper's threads run 10 levels below the loop's thread."""
+    async with await connect_voice(voice_server, 16_000) as client:
+        await stream_audio(client, with_silence(synthesize(SENTENCES[1], 16_000), 16_000), 16_000, speed=4.0)
+        await events_until(client, "response.done")
+    assert voice_server.process is not None
+    pid = voice_server.process.pid
+    nice = _thread_nice(pid)
+    loop_nice = nice[pid]
+    lowered = [tid for tid, n in nice.items() if n == min(19, loop_nice + 10)]
+    assert len(lowered) >= 2, nice  # CTranslate2's compute thread and the decode pool's thread
+    assert len(nice) - len(lowered) >= 2, nice  # the loop, the VAD and the rest are not lowered

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from realtime.errors import ServerError
+from realtime.stages.niceness import lower_current_thread, run_lowered
 
 log = logging.getLogger("realtime.stt")
 
@@ -59,6 +60,7 @@ class SttConfig:
     compute_type: str = "default"  # default: int8 on CPU, float16 on CUDA
     workers: int = 1
     threads_per_worker: int = 1
+    nice: int = 0  # nice levels below the server for its CPU compute threads (niceness.py; the server: 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +152,19 @@ class WhisperEngine:
         if compute == "default":
             compute = "float16" if device == "cuda" else "int8"
         started = time.perf_counter()
-        self._model = WhisperModel(
-            config.model,
-            device=device,
-            device_index=index,
-            compute_type=compute,
-            cpu_threads=config.threads_per_worker,
-            num_workers=config.workers,
-            local_files_only=Path(config.model).is_dir(),
+        # built in a lowered thread: CTranslate2's compute threads, started here, inherit its priority
+        self._model = run_lowered(
+            lambda: WhisperModel(
+                config.model,
+                device=device,
+                device_index=index,
+                compute_type=compute,
+                cpu_threads=config.threads_per_worker,
+                num_workers=config.workers,
+                local_files_only=Path(config.model).is_dir(),
+            ),
+            config.nice if device == "cpu" else 0,
+            name="stt-load",
         )
         self.load_s = time.perf_counter() - started
         self.device = device
@@ -273,9 +280,12 @@ class _Job:
 class SttPool:
     """Fair scheduling of blocking decodes on `workers` threads, for all sessions."""
 
-    def __init__(self, workers: int = 1, *, max_finals_per_session: int = 8) -> None:
+    def __init__(self, workers: int = 1, *, nice: int = 0, max_finals_per_session: int = 8) -> None:
         self.workers = workers
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stt")
+        # the callers' threads compute the log-mel features: as low as the model's own threads
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="stt", initializer=lower_current_thread, initargs=(nice,)
+        )
         self._finals: OrderedDict[object, deque[_Job]] = OrderedDict()
         self._partials: OrderedDict[object, _Job] = OrderedDict()
         self._max_finals = max_finals_per_session

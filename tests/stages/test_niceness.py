@@ -1,0 +1,88 @@
+"""Whisper computes at a lower CPU priority than the event loop, in real threads of the real model."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from realtime.config import ConfigError, load_settings
+from realtime.stages.niceness import run_lowered, thread_nice
+from realtime.stages.stt import SttConfig, SttPool, WhisperEngine
+from tests.support.speech import synthesize
+
+
+def _threads() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def test_run_lowered_lowers_its_thread_and_the_threads_it_starts_but_not_the_caller() -> None:
+    base = thread_nice()
+    seen: dict[str, int] = {}
+
+    def work() -> str:
+        seen["own"] = thread_nice()
+        child = threading.Thread(target=lambda: seen.__setitem__("child", thread_nice()))
+        child.start()
+        child.join()
+        return "done"
+
+    assert run_lowered(work, 4, name="test-lowered") == "done"
+    assert seen == {"own": min(19, base + 4), "child": min(19, base + 4)}
+    assert thread_nice() == base
+
+
+def test_run_lowered_hands_back_the_exception_and_step_zero_runs_inline() -> None:
+    def fail() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        run_lowered(fail, 3, name="test-lowered")
+    assert run_lowered(threading.get_native_id, 0, name="unused") == threading.get_native_id()
+
+
+def test_the_whisper_model_computes_in_lowered_threads_and_still_hears() -> None:
+    """Every thread that building the model started runs lower; the decode itself is unchanged."""
+    settings = load_settings()
+    speech = synthesize("Please open the window.", 16_000).astype(np.float32) / 32768  # Piper's threads first
+    base = thread_nice()
+    before = _threads()
+    engine = WhisperEngine(SttConfig(model=settings.stt_model_ref, device="cpu", nice=6))
+    text = engine.transcribe(speech).text.lower()
+    started = _threads() - before
+    assert started, "CTranslate2 started no thread of its own"
+    assert {tid: thread_nice(tid) for tid in started} == dict.fromkeys(started, min(19, base + 6))
+    assert thread_nice() == base
+    assert "open the window" in text
+
+
+async def test_the_decode_pool_runs_its_jobs_lowered() -> None:
+    base = thread_nice()
+    pool = SttPool(1, nice=5)
+    await pool.start()
+    try:
+        seen = await pool.run("session", thread_nice, final=True)
+    finally:
+        await pool.aclose()
+    assert seen == min(19, base + 5)
+    assert thread_nice() == base  # the event loop's thread is untouched
+
+
+def test_the_setting_is_bounded() -> None:
+    assert load_settings({}).stt_nice == 10
+    assert load_settings({"REALTIME_STT_NICE": "0"}).stt_nice == 0
+    for bad in ("-1", "20"):
+        with pytest.raises(ConfigError, match="REALTIME_STT_NICE"):
+            load_settings({"REALTIME_STT_NICE": bad})
+
+
+async def test_a_pool_without_a_step_leaves_its_threads_alone() -> None:
+    pool = SttPool(1)
+    await pool.start()
+    try:
+        seen = await pool.run("s", thread_nice, final=True)
+    finally:
+        await pool.aclose()
+    assert seen == thread_nice()
