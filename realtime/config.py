@@ -277,6 +277,7 @@ _PARSERS = {
     "tuple[str, ...]": _parse_tuple,
 }
 
+
 def _parse_nice(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 19:
