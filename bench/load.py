@@ -12,6 +12,11 @@ costs nothing and turns still produce responses. The clients run in `--clients` 
 (default 3), raw `websockets` + msgpack, every audio message pre-encoded once; their CPU is measured
 and printed apart from the server's.
 
+`--servers K` starts K server processes (each its own state, the same settings) and opens session i on
+process i mod K, as a balancer that spreads sessions evenly would (docs/scaling.md; the balancer's own
+cost is not in the figures); CPU, memory, file descriptors, tasks and the frame histogram are summed over
+the processes.
+
 stream: every session sends `--frame-ms` of PCM16 at `--rate` on a real-time clock (default 24 kHz, the
 protocol's default, and 20 ms: what our JS client sends, 480 samples, 1 KiB a message; `--rate 16000` is a
 client sending the 16 kHz the VAD and Whisper use, which the server then does not resample). The clock of
@@ -177,6 +182,27 @@ def probe(url: str, pid: int, client_pids: list[int]) -> Probe:
     )
 
 
+def probe_all(servers: list[tuple[str, int]], client_pids: list[int]) -> Probe:
+    """One look at every server process (url, pid), summed as if they were one server."""
+    parts = [probe(url, pid, client_pids if i == 0 else []) for i, (url, pid) in enumerate(servers)]
+    buckets: dict[float, float] = {}
+    for part in parts:
+        for le, count in part.frame_buckets.items():
+            buckets[le] = buckets.get(le, 0.0) + count
+    return Probe(
+        at=parts[0].at,
+        rss=sum(p.rss for p in parts),
+        fds=sum(p.fds for p in parts),
+        tasks=sum(p.tasks for p in parts),
+        sessions=sum(p.sessions for p in parts),
+        cpu=sum(p.cpu for p in parts),
+        busy=parts[-1].busy,
+        clients_cpu=parts[0].clients_cpu,
+        frame_buckets=buckets,
+        frame_count=sum(p.frame_count for p in parts),
+    )
+
+
 def bucket_percentile(before: Probe, after: Probe, p: float) -> float:
     """The upper bound (s) of the histogram bucket holding percentile p of the frames between two probes."""
     count = after.frame_count - before.frame_count
@@ -238,7 +264,7 @@ def prepare_audio(frame_ms: int, speech: bool, rate: int = DEFAULT_RATE) -> Audi
 @dataclass
 class WorkerConfig:
     mode: str
-    ws_url: str
+    ws_urls: list[str]  # per token: the server process its session opens on
     tokens: list[str]
     streaming: list[bool]  # per token: streams audio (else: connected, answering pings only)
     audio: Audio
@@ -283,8 +309,10 @@ class OpenFailed(Exception):
 class ClientSession:
     """One session of the load: its link, the audio it is playing, and what it saw."""
 
-    def __init__(self, cfg: WorkerConfig, token: str, streaming: bool, stats: WorkerStats, rng: random.Random) -> None:
-        self.cfg, self.token, self.streaming, self.stats, self.rng = cfg, token, streaming, stats, rng
+    def __init__(
+        self, cfg: WorkerConfig, url: str, token: str, streaming: bool, stats: WorkerStats, rng: random.Random
+    ) -> None:
+        self.cfg, self.url, self.token, self.streaming, self.stats, self.rng = cfg, url, token, streaming, stats, rng
         self.ws: ClientConnection | None = None
         self.receiver: asyncio.Task[None] | None = None
         self.last_seq = 0
@@ -309,7 +337,7 @@ class ClientSession:
 
     async def open(self) -> None:
         self.ws = await connect(
-            self.cfg.ws_url,
+            self.url,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             additional_headers={"Authorization": f"Bearer {self.token}"},
             ping_interval=None,
@@ -441,7 +469,10 @@ class ClientSession:
 async def _run_worker(cfg: WorkerConfig, go: Any, measuring: Any, stop: Any, results: Any, index: int) -> None:
     stats = WorkerStats()
     rng = random.Random(cfg.seed)
-    sessions = [ClientSession(cfg, t, on, stats, rng) for t, on in zip(cfg.tokens, cfg.streaming, strict=True)]
+    sessions = [
+        ClientSession(cfg, url, t, on, stats, rng)
+        for url, t, on in zip(cfg.ws_urls, cfg.tokens, cfg.streaming, strict=True)
+    ]
     gate = asyncio.Semaphore(16)
 
     async def open_one(s: ClientSession) -> None:
@@ -580,6 +611,7 @@ def wait_for_quiet(own: list[int], max_wait_s: float, threshold: float = 0.3) ->
 def start_server(args: argparse.Namespace, workdir: Path, llm_url: str) -> Any:
     from tests.support.server import ServerProcess
 
+    workdir.mkdir(parents=True, exist_ok=True)
     env = {
         "REALTIME_VOICE": "on" if args.mode != "idle" or args.idle_voice else "off",
         "REALTIME_TTS_ENGINE": "off",
@@ -630,26 +662,35 @@ def run(args: argparse.Namespace) -> int:
         llm_url = fake.url
     print(f"[load] {mode}: {args.sessions} sessions, load average {load_average()}", flush=True)
     audio = prepare_audio(args.frame_ms, speech=mode != "idle" and args.turns_per_min > 0, rate=args.rate)
-    server = start_server(args, workdir, llm_url)
-    pid = server.process.pid
-    print(f"[load] server pid {pid}, log {workdir / 'server.log'}", flush=True)
+    servers = [
+        start_server(args, workdir / f"server{k}" if args.servers > 1 else workdir, llm_url)
+        for k in range(args.servers)
+    ]
+    pids = [server.process.pid for server in servers]
+    ends = [(server.url, server.process.pid) for server in servers]
+    for server in servers:
+        print(f"[load] server pid {server.process.pid}, log {server.log_path}", flush=True)
     ctx = mp.get_context("spawn")
     go, measuring, stop = ctx.Event(), ctx.Event(), ctx.Event()
     results: Any = ctx.Queue()
     workers: list[Any] = []
     try:
-        warm_up(server)
+        for server in servers:
+            warm_up(server)
         time.sleep(1.0)
-        zero = probe(server.url, pid, [])
+        zero = probe_all(ends, [])
         ttl = args.seconds + args.warmup + 3600
-        tokens = [server.token(f"load{i}", ttl=ttl) for i in range(args.sessions)]
+        # session i opens on process i mod K: a balancer that spreads sessions evenly (its own cost not counted)
+        homes = [servers[i % len(servers)] for i in range(args.sessions)]
+        tokens = [home.token(f"load{i}", ttl=ttl) for i, home in enumerate(homes)]
+        urls = [home.ws_url for home in homes]
         streaming = args.streaming if args.streaming is not None else args.sessions
         flags = [i < streaming for i in range(args.sessions)]
         each = args.turns_per_min / max(1, streaming)
         for w in range(args.clients):
             cfg = WorkerConfig(
                 mode=mode,
-                ws_url=server.ws_url,
+                ws_urls=urls[w :: args.clients],
                 tokens=tokens[w :: args.clients],
                 streaming=flags[w :: args.clients],
                 audio=audio,
@@ -671,20 +712,20 @@ def run(args: argparse.Namespace) -> int:
         connected = sum(r[2] for r in ready)
         print(f"[load] {connected} sessions open in {time.monotonic() - opened_at:.1f}s", flush=True)
         time.sleep(2.0)
-        full = probe(server.url, pid, client_pids)
+        full = probe_all(ends, client_pids)
         if args.quiet_wait > 0:
-            other = wait_for_quiet([pid, *client_pids], args.quiet_wait)
+            other = wait_for_quiet([*pids, *client_pids], args.quiet_wait)
             print(f"[load] other processes use {other:.2f} cores; load average {load_average()}", flush=True)
         go.set()
         time.sleep(args.warmup if mode != "idle" else 0.0)
         measuring.set()
-        start = probe(server.url, pid, client_pids)
+        start = probe_all(ends, client_pids)
         load_at_start = load_average()
         samples = [start]
         deadline = start.at + args.seconds
         while time.monotonic() < deadline:
             time.sleep(min(args.sample_every, max(0.0, deadline - time.monotonic())))
-            samples.append(probe(server.url, pid, client_pids))
+            samples.append(probe_all(ends, client_pids))
             if mode == "soak":
                 s = samples[-1]
                 print(
@@ -701,23 +742,25 @@ def run(args: argparse.Namespace) -> int:
             proc.join(timeout=30)
         stats = merge([d[2] for d in done])
         closed_at = time.monotonic()
-        left = wait_sessions(server.url, 0, 120)
+        left = sum(wait_sessions(server.url, 0, 120) for server in servers)
         drain_s = time.monotonic() - closed_at
         time.sleep(1.0)
-        after = probe(server.url, pid, [])
+        after = probe_all(ends, [])
     finally:
         stop.set()
         go.set()
         for proc in workers:
             if proc.is_alive():
                 proc.kill()
-        code = server.stop()
+        codes = [server.stop() for server in servers]
         if fake is not None:
             fake.stop()
-    log_text = server.log_text()
-    problems = sum(1 for line in log_text.splitlines() if " ERROR " in line or "Traceback" in line)
+    problems = sum(
+        1 for server in servers for line in server.log_text().splitlines() if " ERROR " in line or "Traceback" in line
+    )
     report(args, stats, zero, full, start, end, after, samples, (left, drain_s), problems, (load_at_start, load_at_end))
-    print(f"[load] server exit code {code}; log {workdir / 'server.log'}", flush=True)
+    for server, code in zip(servers, codes, strict=True):
+        print(f"[load] server exit code {code}; log {server.log_path}", flush=True)
     lost = stats.seq_gaps + stats.unanswered + sum(stats.server_closes.values()) + sum(stats.errors.values())
     return 1 if lost or stats.connect_failures or problems else 0
 
@@ -752,6 +795,7 @@ def report(
             f"{args.mode}, {window:.0f} s" + (f" after {args.warmup:.0f} s warm-up" if args.warmup else ""),
         ],
         ["load average (start / end)", f"{loads[0]} / {loads[1]}"],
+        ["server processes (sessions spread evenly; CPU, memory and frames summed)", str(args.servers)],
     ]
     if args.mode != "idle":
         frames = end.frame_count - start.frame_count
@@ -843,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--churn", type=float, default=120.0, help="soak: mean seconds between reopens")
     parser.add_argument("--clients", type=int, default=3, help="client processes")
+    parser.add_argument("--servers", type=int, default=1, help="server processes, sessions spread evenly over them")
     parser.add_argument("--probe-every", type=float, default=1.0, help="seconds between pings per session")
     parser.add_argument("--sample-every", type=float, default=30.0, help="seconds between /proc samples")
     parser.add_argument("--quiet-wait", type=float, default=0.0, help="wait up to this long for a quiet box")
