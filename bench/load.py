@@ -15,7 +15,8 @@ and printed apart from the server's.
 `--servers K` starts K server processes (each its own state, the same settings) and opens session i on
 process i mod K, as a balancer that spreads sessions evenly would (docs/scaling.md; the balancer's own
 cost is not in the figures); CPU, memory, file descriptors, tasks and the frame histogram are summed over
-the processes.
+the processes. `--balancer nginx` puts nginx (bench/scale_out.py's configuration, round robin for new
+sessions) in front: the clients connect to it, and its CPU is printed (it is part of "rest of the machine").
 
 stream: every session sends `--frame-ms` of PCM16 at `--rate` on a real-time clock (default 24 kHz, the
 protocol's default, and 20 ms: what our JS client sends, 480 samples, 1 KiB a message; `--rate 16000` is a
@@ -124,6 +125,24 @@ def rss_bytes(pid: int) -> int:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def balancer_cpu(proxy: Any) -> float:
+    """CPU seconds of nginx so far: its master and its workers (the master's children), 0 without one."""
+    if proxy is None or proxy.process is None:
+        return 0.0
+    master = proxy.process.pid
+    pids = [master]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
+                    pids.append(int(entry.name))
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 def load_average() -> str:
@@ -608,7 +627,7 @@ def wait_for_quiet(own: list[int], max_wait_s: float, threshold: float = 0.3) ->
             return other
 
 
-def start_server(args: argparse.Namespace, workdir: Path, llm_url: str) -> Any:
+def start_server(args: argparse.Namespace, workdir: Path, llm_url: str, jwt_secret: str) -> Any:
     from tests.support.server import ServerProcess
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -620,6 +639,7 @@ def start_server(args: argparse.Namespace, workdir: Path, llm_url: str) -> Any:
         "REALTIME_OLLAMA_URL": llm_url,
         "REALTIME_LLM_MODEL": "echo",
         "REALTIME_LOG_LEVEL": "INFO",
+        "REALTIME_JWT_SECRET": jwt_secret,  # one key for all processes: a token opens a session on any
     }
     return ServerProcess(env, workdir / "state", workdir / "server.log").start(timeout=180)
 
@@ -662,10 +682,22 @@ def run(args: argparse.Namespace) -> int:
         llm_url = fake.url
     print(f"[load] {mode}: {args.sessions} sessions, load average {load_average()}", flush=True)
     audio = prepare_audio(args.frame_ms, speech=mode != "idle" and args.turns_per_min > 0, rate=args.rate)
+    secret = os.urandom(32).hex()
     servers = [
-        start_server(args, workdir / f"server{k}" if args.servers > 1 else workdir, llm_url)
+        start_server(args, workdir / f"server{k}" if args.servers > 1 else workdir, llm_url, secret)
         for k in range(args.servers)
     ]
+    proxy = None
+    if args.balancer == "nginx":
+        from bench.scale_out import Nginx, nginx_binary
+        from tests.support.server import free_port
+
+        binary = nginx_binary()
+        if binary is None:
+            raise SystemExit("nginx is not installed: apt-get install nginx-light")
+        nodes = {f"node{k}": server.port for k, server in enumerate(servers)}
+        proxy = Nginx(binary, free_port(), nodes, workdir / "nginx").start()
+        print(f"[load] nginx pid {proxy.process.pid} on {proxy.ws_url}, round robin over {len(servers)}", flush=True)
     pids = [server.process.pid for server in servers]
     ends = [(server.url, server.process.pid) for server in servers]
     for server in servers:
@@ -683,7 +715,7 @@ def run(args: argparse.Namespace) -> int:
         # session i opens on process i mod K: a balancer that spreads sessions evenly (its own cost not counted)
         homes = [servers[i % len(servers)] for i in range(args.sessions)]
         tokens = [home.token(f"load{i}", ttl=ttl) for i, home in enumerate(homes)]
-        urls = [home.ws_url for home in homes]
+        urls = [home.ws_url if proxy is None else proxy.ws_url for home in homes]  # nginx: round robin
         streaming = args.streaming if args.streaming is not None else args.sessions
         flags = [i < streaming for i in range(args.sessions)]
         each = args.turns_per_min / max(1, streaming)
@@ -721,6 +753,7 @@ def run(args: argparse.Namespace) -> int:
         measuring.set()
         start = probe_all(ends, client_pids)
         load_at_start = load_average()
+        balancer_at = balancer_cpu(proxy)
         samples = [start]
         deadline = start.at + args.seconds
         while time.monotonic() < deadline:
@@ -735,6 +768,7 @@ def run(args: argparse.Namespace) -> int:
                 )
         end = samples[-1]
         load_at_end = load_average()
+        balancer_cores = (balancer_cpu(proxy) - balancer_at) / (end.at - start.at)
         measuring.clear()
         stop.set()
         done = [results.get(timeout=300) for _ in workers]
@@ -752,6 +786,8 @@ def run(args: argparse.Namespace) -> int:
         for proc in workers:
             if proc.is_alive():
                 proc.kill()
+        if proxy is not None:
+            proxy.stop()
         codes = [server.stop() for server in servers]
         if fake is not None:
             fake.stop()
@@ -759,6 +795,8 @@ def run(args: argparse.Namespace) -> int:
         1 for server in servers for line in server.log_text().splitlines() if " ERROR " in line or "Traceback" in line
     )
     report(args, stats, zero, full, start, end, after, samples, (left, drain_s), problems, (load_at_start, load_at_end))
+    if proxy is not None:
+        print(f"[load] nginx CPU over the window: {balancer_cores:.2f} cores (in 'rest of the machine')", flush=True)
     for server, code in zip(servers, codes, strict=True):
         print(f"[load] server exit code {code}; log {server.log_path}", flush=True)
     lost = stats.seq_gaps + stats.unanswered + sum(stats.server_closes.values()) + sum(stats.errors.values())
@@ -888,6 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn", type=float, default=120.0, help="soak: mean seconds between reopens")
     parser.add_argument("--clients", type=int, default=3, help="client processes")
     parser.add_argument("--servers", type=int, default=1, help="server processes, sessions spread evenly over them")
+    parser.add_argument(
+        "--balancer", choices=["none", "nginx"], default="none", help="nginx: the clients connect through it"
+    )
     parser.add_argument("--probe-every", type=float, default=1.0, help="seconds between pings per session")
     parser.add_argument("--sample-every", type=float, default=30.0, help="seconds between /proc samples")
     parser.add_argument("--quiet-wait", type=float, default=0.0, help="wait up to this long for a quiet box")
