@@ -278,15 +278,8 @@ _PARSERS = {
 }
 
 
-def _parse_nice(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 19:
-        raise ValueError("must be 0..19 (nice levels below the server's)")
-    return value
-
-
-# Fields whose values a type's parser would refuse (0 is a valid niceness step).
-_FIELD_PARSERS = {"stt_nice": _parse_nice, "embedded_llm_nice": _parse_nice}
+# Nice steps: 0 is valid (the "int" parser refuses it); the range is checked in _check.
+_NICE_FIELDS = ("stt_nice", "embedded_llm_nice")
 
 _CHOICES = {
     "embedded_llm": {"auto", "always", "never"},
@@ -316,7 +309,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raw = env.get(var)
         if raw is None:
             continue
-        parser = _FIELD_PARSERS.get(f.name) or _PARSERS[str(f.type)]
+        parser = int if f.name in _NICE_FIELDS else _PARSERS[str(f.type)]
         try:
             value = parser(raw)
         except ValueError as exc:
@@ -340,7 +333,7 @@ def _check(s: Settings) -> None:
         )
     if s.max_message_size < 1024:
         raise ConfigError(f"{env_name('max_message_size')} must be at least 1024 bytes")
-    for name in ("stt_nice", "embedded_llm_nice"):
+    for name in _NICE_FIELDS:
         if not 0 <= getattr(s, name) <= 19:
             raise ConfigError(f"{env_name(name)}: must be 0..19 (nice levels below the server's)")
     if s.first_piece_max_words < 3:

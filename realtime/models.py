@@ -9,6 +9,7 @@ running turn.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -110,14 +111,7 @@ def build_scheduler(s: Settings, http: httpx.AsyncClient | None, *, llm_on_cpu: 
 
 def _on(config: SttConfig, device: str) -> SttConfig:
     """The STT settings placed on the scheduler's device ("cpu", "cuda:0"...)."""
-    return SttConfig(
-        model=config.model,
-        device=device,
-        compute_type=config.compute_type,
-        workers=config.workers,
-        threads_per_worker=config.threads_per_worker,
-        nice=config.nice,
-    )
+    return dataclasses.replace(config, device=device)
 
 
 @contextlib.asynccontextmanager
