@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 from realtime.client import RealtimeClient
 from realtime.protocol.codec import Encoding
+from realtime.stages.niceness import thread_nice
 from tests.conftest import ServerFactory
 from tests.support.fake_ollama import FakeOllama
 from tests.support.server import ServerProcess
@@ -238,12 +238,11 @@ async def test_a_trailing_off_sentence_waits_for_the_silence_window(voice_server
 
 
 def _thread_nice(pid: int) -> dict[int, int]:
-    """Each thread's nice value, from /proc (field 19 of stat, counted after the command name)."""
+    """Each thread's nice value (the threads of `pid`, from /proc)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[int(tid)] = int(fields[16])
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            out[int(tid)] = thread_nice(int(tid))
     return out
 
 
