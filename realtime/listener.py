@@ -216,27 +216,46 @@ class Listener:
         if len(pcm) % 2:
             raise InvalidAudio("audio must be whole PCM16 samples (an even number of bytes)", param="audio")
         samples = self._resampler.process(pcm16_to_float(pcm))
-        if not len(samples):
-            self._frame_done(taken_at)
-            return
         if self._detector is None:
-            self._audio.append(samples)
-            self._total += len(samples)
-            await self._manual_progress()
-            self._trim()
-            self._frame_done(taken_at)
-            return
-        frames = self._vad_stream.take_frames(samples)  # here: in message order
-        if not frames and self._backlog_done.is_set():
-            await self._apply(samples, [])  # nothing for the VAD, nothing before it: no task switch
+            if len(samples):
+                self._audio.append(samples)
+                self._total += len(samples)
+                await self._manual_progress()
+                self._trim()
             self._frame_done(taken_at)
             return
         limit = MAX_VAD_BACKLOG_MS * SAMPLES_PER_MS
         while self._backlog_samples >= limit and not self._vad_stopped:
             self._backlog_room.clear()
             await self._backlog_room.wait()
+        self._queue_for_vad(samples, taken_at)
+
+    def try_append(self, pcm: bytes, *, taken_at: float | None = None) -> bool:
+        """`append` without waiting, for a message handled as it comes off the socket: done, or False with
+        nothing done when `append` would wait (a full backlog), has to await (manual mode) or raise."""
+        if (
+            self._detector is None
+            or len(pcm) % 2
+            or self._backlog_samples >= MAX_VAD_BACKLOG_MS * SAMPLES_PER_MS
+            or self._vad_stopped
+        ):
+            return False
+        self._queue_for_vad(self._resampler.process(pcm16_to_float(pcm)), taken_at)
+        return True
+
+    def _queue_for_vad(self, samples: np.ndarray, taken_at: float | None) -> None:
+        """Cut the message's VAD frames (here: in message order) and queue it for the VAD task, or apply it
+        at once when it completes no frame and nothing is queued before it (no task switch)."""
         if self._vad_stopped:
             return  # closed, or its VAD task failed (the session is closing)
+        if not len(samples):
+            self._frame_done(taken_at)
+            return
+        frames = self._vad_stream.take_frames(samples)
+        if not frames and self._backlog_done.is_set():
+            self._take_samples(samples)
+            self._frame_done(taken_at)
+            return
         self._backlog.append((samples, frames, taken_at))
         self._backlog_samples += len(samples)
         self._backlog_done.clear()
@@ -275,6 +294,13 @@ class Listener:
         finally:  # nobody waits on a task that is gone
             self._backlog_room.set()
             self._backlog_done.set()
+
+    def _take_samples(self, samples: np.ndarray) -> None:
+        """A message's audio that completed no VAD frame: buffered, nothing for turn detection to judge."""
+        self._audio.append(samples)
+        self._total += len(samples)
+        self._enforce_max_turn()
+        self._trim()
 
     async def _apply(self, samples: np.ndarray, probs: list[float]) -> None:
         """One message's audio and the VAD's verdict on the frames it completed."""

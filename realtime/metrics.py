@@ -57,6 +57,12 @@ class Metrics:
             buckets=_FRAME_BUCKETS,
             registry=r,
         )
+        self.audio_direct = Counter(
+            "realtime_audio_messages_direct",
+            "input_audio_buffer.append messages taken as they came off the socket (the others went through the"
+            " session's reader: behind another message, or the VAD backlog full)",
+            registry=r,
+        )
         self.tasks = Gauge("realtime_asyncio_tasks", "asyncio tasks alive in the server's event loop", registry=r)
         self.tasks.set_function(_running_tasks)
 

@@ -43,6 +43,7 @@ from realtime.research import Researcher, build_researcher
 from realtime.session import HistoryStore, PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
 from realtime.voice import SpeechOut, Voice
+from realtime.ws_protocol import DIRECT_RECEIVE
 
 log = logging.getLogger("realtime.server")
 
@@ -75,6 +76,15 @@ class StarletteTransport:
 
     async def close(self, code: int, reason: str = "") -> None:
         await self._ws.close(code, reason)
+
+    def set_direct(self, handler: Callable[[bytes | str], bool] | None) -> bool:
+        """Install (None: remove) a handler offered each message as it comes off the socket, when the server's
+        websocket protocol supports it (realtime.ws_protocol); False when it does not."""
+        install = self._ws.scope.get("extensions", {}).get(DIRECT_RECEIVE)
+        if install is None:
+            return False
+        install(handler)
+        return True
 
 
 @dataclass

@@ -133,6 +133,11 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str = "") -> None: ...
 
 
+# A handler a transport may call with each message as it arrives, before `receive` would return it (True:
+# taken). Transports that can (the server's websocket) have `set_direct(handler | None) -> bool`.
+DirectHandler = Callable[[bytes | str], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryStore:
     """Where this session's history goes: the user's id in the database, the writer, the database."""
@@ -175,6 +180,8 @@ class Link:
     ended: asyncio.Future[CloseReason] | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     resumable: bool = True  # False: a lost link ends the session (nobody can resume it)
+    reading: bool = False  # the reader waits for the next message: taking one directly keeps the order
+    direct: Callable[[DirectHandler | None], bool] | None = None  # the transport's `set_direct`, if it has one
 
 
 # Links that end like this were lost, not closed (no close frame: 1005/1006 as the websocket layer
@@ -464,12 +471,16 @@ class Session:
         if old is not None and not old.ended.done():
             old.ended.set_result(CloseReason(CloseCode.SESSION_RESUMED, "session resumed on another link"))
         link.tasks = [self._spawn(self._reader(link), "reader"), self._spawn(self._heartbeat_loop(link), "heartbeat")]
+        link.direct = getattr(link.transport, "set_direct", None)
+        if link.direct is not None and not link.direct(lambda data: self._direct_frame(link, data)):
+            link.direct = None
         if announce and resume_after is not None:
             self.log.info("resumed after seq %d (now %d)", resume_after, self._seq)
             await self._emit(ev.session_resumed(self._session_info(), resume_after))
 
     async def _detach(self, link: Link, reason: CloseReason) -> None:
         """The link is over; the session lives on for a resume, unless the client said goodbye."""
+        self._undirect(link)
         for task in link.tasks:
             task.cancel()
         await asyncio.gather(*link.tasks, return_exceptions=True)
@@ -505,6 +516,8 @@ class Session:
         if self._conn.state not in (State.CLOSING, State.CLOSED):
             self._conn.apply(Trigger.CLOSE)
         self.log.info("closing: code=%s reason=%s by_peer=%s", reason.code, reason.reason, reason.by_peer)
+        if self._link is not None:
+            self._undirect(self._link)
         if self._listener is not None:
             await self._listener.aclose()
         await self._abort_speculation()
@@ -616,15 +629,58 @@ class Session:
 
     async def _reader(self, link: Link) -> None:
         while True:
+            link.reading = True
             try:
                 data = await link.transport.receive()
             except PeerClosed as closed:
                 self._link_lost(link, CloseReason(closed.code, "closed by client", by_peer=True))
                 return
+            finally:
+                link.reading = False
             link.heartbeat.inbound(self._clock())
             if self._conn.state not in (State.IDLE, State.RESPONDING):
                 continue
             await self._handle_frame(link, data)
+
+    def _direct_frame(self, link: Link, data: bytes | str) -> bool:
+        """Take an audio append as it comes off the socket (the transport's direct handler), without a task
+        switch: the bulk of what a streaming client sends. Only while the reader waits for its next message
+        (so nothing overtakes a message it is still handling), and only when the listener can take the audio
+        without waiting. Anything else, an invalid message included, is left to the reader (False), which
+        handles it as before: errors are answered there, once."""
+        listener = self._listener
+        if (
+            not link.reading
+            or link is not self._link
+            or listener is None
+            or self._conn.state not in (State.IDLE, State.RESPONDING)
+        ):
+            return False
+        taken_at = time.perf_counter()
+        try:
+            raw = decode_frame(data, link.encoding, max_size=self._settings.max_message_size)
+            if raw.get("type") != InputAudioAppend.TYPE:
+                return False
+            event = parse_client_event(raw, base64_binary=link.encoding is Encoding.JSON, limits=self._limits)
+            if not self._conn.accepts(event.TYPE) or not isinstance(event, InputAudioAppend):
+                return False
+            if not listener.try_append(event.audio, taken_at=taken_at):
+                return False
+        except (ClientError, ServerError):
+            return False
+        except Exception:  # as a failed reader task: logged, the session closes with 1011
+            self.log.exception("direct audio handling failed")
+            self.request_close(CloseCode.INTERNAL_ERROR, "internal error")
+            return True
+        link.heartbeat.inbound(self._clock())
+        if self._metrics is not None:
+            self._metrics.audio_direct.inc()
+        return True
+
+    def _undirect(self, link: Link) -> None:
+        if link.direct is not None:
+            link.direct(None)
+            link.direct = None
 
     async def _handle_frame(self, link: Link, data: bytes | str) -> None:
         raw: dict[str, Any] | None = None

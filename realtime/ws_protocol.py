@@ -10,6 +10,9 @@ connection is closed without an answer, as nginx does with `client_header_timeou
 `RealtimeWebSocketProtocol`: with an oversized header line, too many headers or a malformed request,
 `websockets` rejects the handshake (431/414/400) inside its sans-I/O state, but uvicorn 0.54 never writes
 that answer out, so the client hangs until its own timeout. We flush the rejection and close the transport.
+It also offers the application a direct receiver (`DIRECT_RECEIVE`, an ASGI scope extension): a synchronous
+handler that may take a message as it comes off the socket, without the queue and the task switch that every
+message otherwise costs (under streaming audio, the hand-off was the largest single cost of the event loop).
 """
 
 from __future__ import annotations
@@ -17,14 +20,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import h11
 from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 
 log = logging.getLogger("realtime.server")
+
+# The scope extension under which a websocket connection offers its direct receiver: a function that installs
+# (or, with None, removes) the connection's handler. See `RealtimeWebSocketProtocol`.
+DIRECT_RECEIVE = "realtime.direct_receive"
+DirectHandler = Callable[[bytes | str], bool]
 
 
 class RealtimeH11Protocol(H11Protocol):
@@ -75,7 +85,14 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     after every message until the application takes it (two `epoll_ctl` calls per message, ~6 % of the event
     loop under streaming audio, and `ws_max_queue` ignored). Here reading stops when the queue holds
     `ws_max_queue` messages or `ws_max_size` bytes (so what waits stays within about twice the largest
-    message), and resumes when the application has taken it down to a quarter of both."""
+    message), and resumes when the application has taken it down to a quarter of both.
+
+    And a direct receiver: the application may install a handler through `scope["extensions"][DIRECT_RECEIVE]`.
+    Each whole message is offered to it before the queue, but only while the queue is empty (so that no
+    message overtakes one queued before it); a handler returning True has taken the message, False leaves it
+    to the queue and the application's `receive`. The handler runs inside `data_received`, so it must be
+    quick, must not block, and must decide itself whether taking a message now keeps the application's order
+    (its reader idle, say). A handler that raises is logged and removed, and that message is queued."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,6 +100,19 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self._max_queued_size = self.config.ws_max_size
         self._queued_sizes: deque[int] = deque()  # of the messages in the queue, in order
         self._queued_size = 0
+        self._direct: DirectHandler | None = None
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response is not None and self.response.status_code == 101:
+            self.scope["extensions"][DIRECT_RECEIVE] = self._install_direct
+
+    def _install_direct(self, handler: DirectHandler | None) -> None:
+        self._direct = handler
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._direct = None  # drop the application's closure with the connection
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -112,8 +142,12 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_close(1007)
                 self.handle_parser_exception()
                 return
+            if self._direct is not None and self.queue.empty() and self._offer(text):
+                return
             self.queue.put_nowait({"type": "websocket.receive", "text": text})
         else:
+            if self._direct is not None and self.queue.empty() and self._offer(data):
+                return
             self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
         self._queued_sizes.append(len(data))
         self._queued_size += len(data)
@@ -122,6 +156,15 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             self.read_paused = True
             self.transport.pause_reading()
+
+    def _offer(self, message: bytes | str) -> bool:
+        assert self._direct is not None
+        try:
+            return self._direct(message)
+        except Exception:
+            log.exception("direct receiver failed: removed, messages go through the queue")
+            self._direct = None
+            return False
 
     async def receive(self) -> ASGIReceiveEvent:
         message = await self.queue.get()

@@ -111,3 +111,39 @@ async def test_a_changed_audio_format_ends_the_old_listeners_tasks(voice_server:
             await client.send({"type": "ping", "ts": rate})
             await events_until(client, "pong")
         assert await _tasks(voice_server) == first
+
+
+async def _direct_appends(server: ServerProcess) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(server.url + "/metrics")).text
+    families = text_string_to_metric_families(text)
+    return next(s.value for f in families for s in f.samples if s.name == "realtime_audio_messages_direct_total")
+
+
+async def test_audio_at_real_time_is_taken_as_it_arrives(voice_server: ServerProcess) -> None:
+    """A client streaming in real time has its appends taken as they come off the socket, not through the
+    reader's queue (the counter of direct appends grows by about every message sent), and still heard."""
+    speech = with_silence(synthesize(TEXT, RATE), RATE)
+    messages = -(-len(speech) // (RATE // 50))  # 20 ms each
+    before = await _direct_appends(voice_server)
+    async with await connect_voice(voice_server, RATE, user="steady") as client:
+        await stream_audio(client, speech, RATE)
+        events = [e for _, e in await events_until(client, "response.done")]
+    direct = await _direct_appends(voice_server) - before
+    assert 0.9 * messages <= direct <= messages, (direct, messages)
+    completed = next(e for e in events if e["type"].endswith(".completed"))
+    assert wer(TEXT, completed["transcript"]) <= 0.10, completed["transcript"]
+
+
+async def test_audio_right_after_an_update_is_heard_with_the_new_format(voice_server: ServerProcess) -> None:
+    """session.update of the sample rate followed at once (no wait for session.updated) by speech at the new
+    rate: no append overtakes the update, so the whole question is resampled from the new rate and heard."""
+    rate = 48_000
+    speech = with_silence(synthesize(TEXT, rate), rate)
+    async with await connect_voice(voice_server, RATE, user="quick-switch") as client:
+        await stream_audio(client, np.zeros(RATE // 2, np.int16), RATE)  # the direct path is in use
+        await client.send({"type": "session.update", "session": {"input_audio_format": {"sample_rate": rate}}})
+        await stream_audio(client, speech, rate, speed=1000)
+        events = [e for _, e in await events_until(client, "response.done")]
+    completed = next(e for e in events if e["type"].endswith(".completed"))
+    assert wer(TEXT, completed["transcript"]) <= 0.10, completed["transcript"]
