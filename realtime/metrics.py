@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 _BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 # One audio frame's handling: fine steps around the 10 ms target (bench/load.py reads it before and after).
 _FRAME_BUCKETS = (0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.012, 0.015)
 _FRAME_BUCKETS += (0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+
+_AUDIO_DIRECT_HELP = (
+    "input_audio_buffer.append messages taken as they came off the socket (the others went through the"
+    " session's reader: behind another message, or the VAD backlog full)"
+)
+
+
+class _PlainCounter(Collector):
+    """A counter kept as a plain int attribute of `owner`, for a count bumped on every audio message from
+    the event loop only (so no lock is needed), read when /metrics is rendered."""
+
+    def __init__(self, owner: Any, attribute: str, name: str, documentation: str) -> None:
+        self._owner, self._attribute, self._name, self._documentation = owner, attribute, name, documentation
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=getattr(self._owner, self._attribute))
 
 
 def _running_tasks() -> float:
@@ -57,12 +78,8 @@ class Metrics:
             buckets=_FRAME_BUCKETS,
             registry=r,
         )
-        self.audio_direct = Counter(
-            "realtime_audio_messages_direct",
-            "input_audio_buffer.append messages taken as they came off the socket (the others went through the"
-            " session's reader: behind another message, or the VAD backlog full)",
-            registry=r,
-        )
+        self.audio_direct = 0  # a plain count (a Counter's lock costs ~4 % of the loop at 15 000 a second)
+        r.register(_PlainCounter(self, "audio_direct", "realtime_audio_messages_direct", _AUDIO_DIRECT_HELP))
         self.tasks = Gauge("realtime_asyncio_tasks", "asyncio tasks alive in the server's event loop", registry=r)
         self.tasks.set_function(_running_tasks)
 

@@ -674,7 +674,7 @@ class Session:
             return True
         link.heartbeat.inbound(self._clock())
         if self._metrics is not None:
-            self._metrics.audio_direct.inc()
+            self._metrics.audio_direct += 1
         return True
 
     def _undirect(self, link: Link) -> None:
