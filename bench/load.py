@@ -30,13 +30,15 @@ response). Once a second each session also sends a protocol `ping` right after a
 
 Two latency figures, both over the measurement window only (after `--warmup` s):
   frame p50/p90/p99 (server)  the `realtime_audio_frame_seconds` histogram (realtime/metrics.py), read from
-      /metrics before and after: from the moment the session's reader takes an `input_audio_buffer.append`
-      message off the websocket to the moment its audio is resampled, buffered, its VAD probabilities are
-      back from the shared batcher and fed to turn detection (taken in realtime/session.py `_handle_frame`,
-      observed by the listener's VAD task, realtime/listener.py; it includes the wait for the VAD).
-      Bucket resolution: the figure is the upper bound of the bucket holding the percentile; the share of
-      frames over 10 ms (the target's bound, a bucket bound) is exact. It does not
-      include the time a message waits in the transport's queue before the reader takes it.
+      /metrics before and after: from the moment the session takes an `input_audio_buffer.append` message
+      off the websocket to the moment its audio is resampled, buffered, its VAD probabilities are back from
+      the shared batcher and fed to turn detection (taken in realtime/session.py: `_direct_frame` for a
+      message taken as it arrives, `_handle_frame` for one that went through the reader; observed by the
+      listener's VAD task, realtime/listener.py; it includes the wait for the VAD). The share taken
+      directly is printed too. Bucket resolution: the figure is the upper bound of the bucket holding the
+      percentile; the share of frames over 10 ms (the target's bound, a bucket bound) is exact. It does not
+      include the time a message waits in the transport's queue before the reader takes it (none, for a
+      message taken directly).
   ping p50/p99 (client)   the round trip of those pings: client send -> server socket -> the session's
       reader (behind the audio frames sent before it) -> the outbound queue -> client receive. This one
       includes the transport queue and both event loops' lag, the clients' too: an upper bound.
@@ -163,6 +165,7 @@ class Probe:
     clients_cpu: float
     frame_buckets: dict[float, float]  # le -> cumulative count
     frame_count: float
+    direct: float  # audio appends taken as they came off the socket (realtime_audio_messages_direct)
 
 
 def read_metrics(url: str) -> dict[str, Any]:
@@ -174,6 +177,8 @@ def read_metrics(url: str) -> dict[str, Any]:
                 out["buckets"][float(sample.labels["le"])] = sample.value
             elif sample.name == "realtime_audio_frame_seconds_count":
                 out["frame_count"] = sample.value
+            elif sample.name == "realtime_audio_messages_direct_total":
+                out["direct"] = sample.value
             elif sample.name == "realtime_asyncio_tasks":
                 out["tasks"] = sample.value
             elif sample.name == "realtime_sessions":
@@ -198,6 +203,7 @@ def probe(url: str, pid: int, client_pids: list[int]) -> Probe:
         clients_cpu=clients,
         frame_buckets=m["buckets"],
         frame_count=m.get("frame_count", 0.0),
+        direct=m.get("direct", 0.0),
     )
 
 
@@ -219,6 +225,7 @@ def probe_all(servers: list[tuple[str, int]], client_pids: list[int]) -> Probe:
         clients_cpu=parts[0].clients_cpu,
         frame_buckets=buckets,
         frame_count=sum(p.frame_count for p in parts),
+        direct=sum(p.direct for p in parts),
     )
 
 
@@ -852,6 +859,10 @@ def report(
                 " / ".join(_ms(bucket_percentile(start, end, p)) for p in (50, 90, 99, 100)) + " ms",
             ],
             ["frames over 10 ms (server histogram)", f"{100 * share_over(start, end, 0.01):.2f} %"],
+            [
+                "appends taken off the socket directly (not through the reader)",
+                f"{100 * (end.direct - start.direct) / max(frames, 1):.1f} %",
+            ],
             [
                 "ping RTT p50 / p99 / max (client, behind the audio)",
                 f"{percentile(st.rtt_ms, 50):.1f} / {percentile(st.rtt_ms, 99):.1f} / "
