@@ -43,7 +43,7 @@ from realtime.research import Researcher, build_researcher
 from realtime.session import HistoryStore, PeerClosed, Session
 from realtime.stages.llm import ChatBackend, OllamaChat, OllamaTimeouts
 from realtime.voice import SpeechOut, Voice
-from realtime.ws_protocol import DIRECT_RECEIVE
+from realtime.ws_protocol import DIRECT_RECEIVE, DirectHandler
 
 log = logging.getLogger("realtime.server")
 
@@ -77,7 +77,7 @@ class StarletteTransport:
     async def close(self, code: int, reason: str = "") -> None:
         await self._ws.close(code, reason)
 
-    def set_direct(self, handler: Callable[[bytes | str], bool] | None) -> bool:
+    def set_direct(self, handler: DirectHandler | None) -> bool:
         """Install (None: remove) a handler offered each message as it comes off the socket, when the server's
         websocket protocol supports it (realtime.ws_protocol); False when it does not."""
         install = self._ws.scope.get("extensions", {}).get(DIRECT_RECEIVE)
