@@ -15,15 +15,19 @@ request then waited for the loop, the pass, and the loop again).
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from realtime.stages.onnx import cpu_session
+
+log = logging.getLogger("realtime.vad")
 
 FRAME = 512  # samples per model step at 16 kHz (32 ms)
 CONTEXT = 64
@@ -90,7 +94,18 @@ def run_streams(model: SileroModel, work: list[tuple[VadStream, list[np.ndarray]
     return results
 
 
-_Request = tuple[VadStream, list[np.ndarray], asyncio.Future[list[float]]]
+Result = list[float] | BaseException
+"""A request's answer: the speech probability of each frame, in order, or the failure of its pass."""
+
+
+class VadRequest:
+    """One stream's frames waiting for a pass, and who gets the answer (on the event loop)."""
+
+    __slots__ = ("stream", "frames", "deliver", "cancelled")
+
+    def __init__(self, stream: VadStream, frames: list[np.ndarray], deliver: Callable[[Result], None]) -> None:
+        self.stream, self.frames, self.deliver = stream, frames, deliver
+        self.cancelled = False  # set on the loop: the pass skips it and nothing is delivered
 
 
 class VadBatcher:
@@ -103,8 +118,9 @@ class VadBatcher:
         # requests as the previous pass carried: a batched frame costs ~40 µs against ~105 µs alone
         # (bench/vad_cost.py). A lone stream never waits, nor does a pass that finds the requests waiting.
         self._coalesce_interval = coalesce_interval
-        # Requests waiting for the thread, bounded by the slots (a caller beyond them waits for one).
-        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        # Requests waiting for the thread. `submit`'s callers keep at most one per stream, which bounds it
+        # by the sessions; `probabilities` bounds its own callers with the slots.
+        self._requests: queue.SimpleQueue[VadRequest | None] = queue.SimpleQueue()
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -125,8 +141,19 @@ class VadBatcher:
                 item = self._requests.get_nowait()
             except queue.Empty:
                 return
-            if item is not None:
-                item[2].cancel()
+            if item is not None and not item.cancelled:
+                item.deliver(asyncio.CancelledError())
+
+    def submit(self, stream: VadStream, frames: list[np.ndarray], deliver: Callable[[Result], None]) -> VadRequest:
+        """Queue `frames` (at least one) for the next pass, without waiting: `deliver` is called on the event
+        loop with their probabilities, inside the one callback that answers the whole pass, so a caller that
+        applies them there costs no task switch. The caller keeps at most one request per stream outstanding
+        (the stream's recurrent state moves on in the pass)."""
+        if self._thread is None:
+            raise RuntimeError("VadBatcher.start() was not awaited")
+        request = VadRequest(stream, frames, deliver)
+        self._requests.put(request)
+        return request
 
     async def probabilities(self, stream: VadStream, frames: list[np.ndarray]) -> list[float]:
         """Speech probability of each frame, in order, with the stream's state carried forward."""
@@ -136,35 +163,49 @@ class VadBatcher:
             raise RuntimeError("VadBatcher.start() was not awaited")
         async with self._slots:
             future: asyncio.Future[list[float]] = self._loop.create_future()
-            self._requests.put((stream, frames, future))
-            return await future
+
+            def deliver(result: Result) -> None:
+                if future.done():
+                    return
+                if isinstance(result, asyncio.CancelledError):
+                    future.cancel()
+                elif isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+            request = self.submit(stream, frames, deliver)
+            try:
+                return await future
+            finally:
+                request.cancelled = True  # cancelled while waiting: the pass skips it
 
     # ---- the batcher's thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        later: list[_Request] = []  # requests of streams already in the previous pass: first in the next
+        later: list[VadRequest] = []  # requests of streams already in the previous pass: first in the next
         last_batch = 1
         stopping = False
         while True:
             if not later and stopping:
                 return
-            batch: list[_Request | None] = list(later) if later else [self._requests.get()]
+            batch: list[VadRequest | None] = list(later) if later else [self._requests.get()]
             later = []
             if batch[-1] is None or (not stopping and self._gather(batch, last_batch)):
                 stopping = True
             # One request per stream per pass keeps each stream's frames in order.
             seen: set[int] = set()
-            now: list[_Request] = []
+            now: list[VadRequest] = []
             for item in batch:
-                if item is None or item[2].cancelled():  # cancelled: its listener is gone
+                if item is None or item.cancelled:  # cancelled: its listener is gone
                     continue
-                (later if id(item[0]) in seen else now).append(item)
-                seen.add(id(item[0]))
+                (later if id(item.stream) in seen else now).append(item)
+                seen.add(id(item.stream))
             last_batch = max(1, len(now))
             if now:
                 self._pass(now)
 
-    def _gather(self, batch: list[_Request | None], last_batch: int) -> bool:
+    def _gather(self, batch: list[VadRequest | None], last_batch: int) -> bool:
         """Add the requests waiting to `batch`; when they are fewer than the previous pass carried, wait the
         coalescing interval once for the others (one wake-up, not one per request). True if asked to stop."""
         if self._take_waiting(batch):
@@ -174,7 +215,7 @@ class VadBatcher:
             return self._take_waiting(batch)
         return False
 
-    def _take_waiting(self, batch: list[_Request | None]) -> bool:
+    def _take_waiting(self, batch: list[VadRequest | None]) -> bool:
         while len(batch) < self._max_batch:
             try:
                 item = self._requests.get_nowait()
@@ -185,10 +226,11 @@ class VadBatcher:
                 return True
         return False
 
-    def _pass(self, requests: list[_Request]) -> None:
+    def _pass(self, requests: list[VadRequest]) -> None:
         assert self._loop is not None
         try:
-            results: list[list[float]] | BaseException = run_streams(self._model, [(s, f) for s, f, _ in requests])
+            work = [(r.stream, r.frames) for r in requests]
+            results: list[list[float]] | BaseException = run_streams(self._model, work)
         except Exception as exc:  # a model failure fails these requests, not the batcher
             results = exc
         try:
@@ -197,12 +239,13 @@ class VadBatcher:
             pass
 
 
-def _deliver(requests: list[_Request], results: list[list[float]] | BaseException) -> None:
-    """On the event loop: each request's probabilities (or the pass's error) to its caller."""
-    for i, (_, _, future) in enumerate(requests):
-        if future.done():  # cancelled meanwhile
+def _deliver(requests: list[VadRequest], results: list[list[float]] | BaseException) -> None:
+    """On the event loop: each request's probabilities (or the pass's error) to its receiver. One receiver
+    that raises is logged; the others still get theirs."""
+    for i, request in enumerate(requests):
+        if request.cancelled:  # its receiver went away meanwhile
             continue
-        if isinstance(results, BaseException):
-            future.set_exception(results)
-        else:
-            future.set_result(results[i])
+        try:
+            request.deliver(results if isinstance(results, BaseException) else results[i])
+        except Exception:
+            log.exception("a VAD result's receiver failed")
