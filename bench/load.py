@@ -33,8 +33,9 @@ Two latency figures, both over the measurement window only (after `--warmup` s):
       /metrics before and after: from the moment the session takes an `input_audio_buffer.append` message
       off the websocket to the moment its audio is resampled, buffered, its VAD probabilities are back from
       the shared batcher and fed to turn detection (taken in realtime/session.py: `_direct_frame` for a
-      message taken as it arrives, `_handle_frame` for one that went through the reader; observed by the
-      listener's VAD task, realtime/listener.py; it includes the wait for the VAD). The share taken
+      message taken as it arrives, `_handle_frame` for one that went through the reader; observed where
+      the listener applies the batcher's answer, realtime/listener.py; it includes the wait for the
+      VAD). The share taken
       directly is printed too. Bucket resolution: the figure is the upper bound of the bucket holding the
       percentile; the share of frames over 10 ms (the target's bound, a bucket bound) is exact. It does not
       include the time a message waits in the transport's queue before the reader takes it (none, for a
