@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -209,11 +210,10 @@ class Listener:
         self._detected: str | None = None  # the language the user speaks, once detected with confidence
         self._tasks: set[asyncio.Task[object]] = set()
         # Input on its way through the VAD, in message order: queued (not yet sent), sent (one batcher request
-        # at a time: the stream's recurrent state moves on in the pass), judged (waiting for the VAD task
-        # while turn detection needs awaiting). Counted in samples against MAX_VAD_BACKLOG_MS.
+        # at a time, carrying its messages: the stream's recurrent state moves on in the pass), judged (waiting
+        # for the VAD task while turn detection needs awaiting). Counted in samples against MAX_VAD_BACKLOG_MS.
         self._frame_latency = frame_latency
         self._backlog: list[_Heard] = []
-        self._sent: list[_Heard] = []
         self._request: VadRequest | None = None
         self._judged: deque[_Heard] = deque()
         self._backlog_samples = 0
@@ -243,8 +243,7 @@ class Listener:
         samples = self._resampler.process(pcm16_to_float(pcm))
         if self._detector is None:
             if len(samples):
-                self._audio.append(samples)
-                self._total += len(samples)
+                self._buffer(samples)
                 await self._manual_progress()
                 self._trim()
             self._frame_done(taken_at)
@@ -277,8 +276,9 @@ class Listener:
             self._frame_done(taken_at)
             return
         frames = self._vad_stream.take_frames(samples)
-        if not frames and self._backlog_done.is_set():
-            self._take_samples(samples)
+        if not frames and self._backlog_done.is_set():  # nothing for turn detection to judge
+            self._buffer(samples)
+            self._after_audio()
             self._frame_done(taken_at)
             return
         self._backlog.append(_Heard(samples, frames, taken_at))
@@ -299,13 +299,12 @@ class Listener:
             self._judged.extend(batch)
             self._apply_judged()
             return
-        self._sent = batch
-        self._request = self._vad.submit(self._vad_stream, frames, self._on_probabilities)
+        self._request = self._vad.submit(self._vad_stream, frames, partial(self._on_probabilities, batch))
 
-    def _on_probabilities(self, result: list[float] | BaseException) -> None:
-        """The batcher's answer to our request, on the event loop: the next request goes out, then these
-        messages are applied, here (no task switch) unless turn detection needs awaiting."""
-        batch, self._sent, self._request = self._sent, [], None
+    def _on_probabilities(self, batch: list[_Heard], result: list[float] | BaseException) -> None:
+        """The batcher's answer to our request for `batch`, on the event loop: the next request goes out, then
+        these messages are applied, here (no task switch) unless turn detection needs awaiting."""
+        self._request = None
         if self._vad_stopped:
             return
         if isinstance(result, BaseException):
@@ -361,8 +360,8 @@ class Listener:
             self._backlog_done.set()
 
     def _fail(self, exc: BaseException) -> None:
+        """Raised in the VAD task; meanwhile `_vad_stopped` keeps everything else out."""
         self._failure = exc
-        self._slow_running = True
         self._slow.set()
 
     def _advance(self, heard: _Heard) -> bool:
@@ -371,8 +370,7 @@ class Listener:
         assert self._detector is not None and heard.probs is not None
         if not heard.buffered:
             heard.buffered = True
-            self._audio.append(heard.samples)
-            self._total += len(heard.samples)
+            self._buffer(heard.samples)
         probs = heard.probs
         while heard.at < len(probs):
             prob = probs[heard.at]
@@ -386,8 +384,7 @@ class Listener:
             if self._on_speech is not None and self._speech_onset_ms is not None:
                 heard.events = []  # only the speech report is left of this frame
                 return False
-        self._enforce_max_turn()
-        self._trim()
+        self._after_audio()
         return True
 
     async def _finish_frame(self, heard: _Heard) -> None:
@@ -417,10 +414,12 @@ class Listener:
         """Until every message appended so far has been judged by the VAD and applied to turn detection."""
         await self._backlog_done.wait()
 
-    def _take_samples(self, samples: np.ndarray) -> None:
-        """A message's audio that completed no VAD frame: buffered, nothing for turn detection to judge."""
+    def _buffer(self, samples: np.ndarray) -> None:
         self._audio.append(samples)
         self._total += len(samples)
+
+    def _after_audio(self) -> None:
+        """After a message's audio is buffered (and its frames judged): the turn's length limit, the trim."""
         self._enforce_max_turn()
         self._trim()
 

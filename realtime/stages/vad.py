@@ -136,13 +136,15 @@ class VadBatcher:
             self._requests.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-        while True:  # requests that came after the stop: nobody will answer them
+        left: list[VadRequest] = []  # requests that came after the stop: nobody will answer them
+        while True:
             try:
                 item = self._requests.get_nowait()
             except queue.Empty:
-                return
-            if item is not None and not item.cancelled:
-                item.deliver(asyncio.CancelledError())
+                break
+            if item is not None:
+                left.append(item)
+        _deliver(left, asyncio.CancelledError())
 
     def submit(self, stream: VadStream, frames: list[np.ndarray], deliver: Callable[[Result], None]) -> VadRequest:
         """Queue `frames` (at least one) for the next pass, without waiting: `deliver` is called on the event
