@@ -20,7 +20,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,30 +50,40 @@ class SileroModel:
         return out.reshape(-1), new_states
 
 
-@dataclass(slots=True)
 class VadStream:
-    """One audio stream's VAD state: recurrent state, context, and samples not yet making a whole frame."""
+    """One audio stream's VAD state: recurrent state, and the frame being filled behind its 64-sample context.
 
-    state: np.ndarray = field(default_factory=lambda: np.zeros((2, 1, 128), dtype=np.float32))
-    context: np.ndarray = field(default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32))
-    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    Samples are copied once, into a fixed frame buffer, and a whole frame leaves as one copy: this runs on the
+    event loop for every audio message of every session, where concatenating the leftover with each message
+    and the context with each frame cost three allocations a message."""
+
+    __slots__ = ("state", "_frame", "_fill")
+
+    def __init__(self) -> None:
+        self.state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._frame = np.zeros(CONTEXT + FRAME, dtype=np.float32)  # context, then the new samples so far
+        self._fill = CONTEXT
 
     def take_frames(self, samples: np.ndarray) -> list[np.ndarray]:
         """Append samples; return the whole frames now available, each with its 64-sample context."""
-        buf = np.concatenate([self.pending, samples]) if len(self.pending) else samples
-        count = len(buf) // FRAME
-        frames = []
-        for i in range(count):
-            frame = buf[i * FRAME : (i + 1) * FRAME]
-            frames.append(np.concatenate([self.context, frame]))
-            self.context = frame[-CONTEXT:]
-        self.pending = buf[count * FRAME :].copy()
+        frames: list[np.ndarray] = []
+        buf, fill, at, n = self._frame, self._fill, 0, len(samples)
+        while at < n:
+            take = min(CONTEXT + FRAME - fill, n - at)
+            buf[fill : fill + take] = samples[at : at + take]
+            fill += take
+            at += take
+            if fill == CONTEXT + FRAME:
+                frames.append(buf.copy())
+                buf[:CONTEXT] = buf[FRAME:]
+                fill = CONTEXT
+        self._fill = fill
         return frames
 
     def reset(self) -> None:
         self.state = np.zeros((2, 1, 128), dtype=np.float32)
-        self.context = np.zeros(CONTEXT, dtype=np.float32)
-        self.pending = np.zeros(0, dtype=np.float32)
+        self._frame[:] = 0.0
+        self._fill = CONTEXT
 
 
 def run_streams(model: SileroModel, work: list[tuple[VadStream, list[np.ndarray]]]) -> list[list[float]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from realtime.assets import VAD_ONNX, default_cache_dir
-from realtime.stages.vad import SileroModel, VadBatcher, VadStream, run_streams
+from realtime.stages.vad import CONTEXT, FRAME, SileroModel, VadBatcher, VadStream, run_streams
 from tests.support.speech import synthesize
 
 RATE = 16_000
@@ -85,3 +85,43 @@ async def test_a_failing_receiver_costs_the_other_streams_nothing(
     assert isinstance(result, list) and len(result) == 20
     assert cancelled == []
     assert any("receiver failed" in r.message for r in caplog.records)
+
+
+def test_frames_are_the_audio_with_its_context_whatever_the_message_sizes() -> None:
+    """Frame k is samples [512k - 64, 512k + 512) of the stream (zeros before its start), however the audio
+    was split into messages; frames handed out stay as they were; after a reset the context is silence."""
+    rng = np.random.default_rng(7)
+    audio = rng.standard_normal(40 * FRAME).astype(np.float32)
+    padded = np.concatenate([np.zeros(CONTEXT, dtype=np.float32), audio])
+    stream, frames, at = VadStream(), [], 0
+    while at < len(audio):
+        size = int(rng.choice([0, 1, 63, 320, 511, 512, 513, 1500, 2048]))
+        frames += stream.take_frames(audio[at : at + size])
+        at += size
+    assert len(frames) == len(audio) // FRAME
+    for k, frame in enumerate(frames):
+        assert np.array_equal(frame, padded[k * FRAME : k * FRAME + CONTEXT + FRAME]), k
+    stream.reset()
+    (first,) = stream.take_frames(audio[:FRAME])
+    assert np.array_equal(first, padded[: CONTEXT + FRAME])
+
+
+async def test_many_streams_at_once_are_each_answered_as_alone(model: SileroModel, speech: np.ndarray) -> None:
+    """Many streams at once (each with its own audio, some with several frames, batched together): every
+    stream gets the probabilities of a direct run over its frames alone, to its own receiver."""
+    frames = _frames(speech)
+    count = 70
+    work = [frames[i % 40 : i % 40 + 1 + i % 3] for i in range(count)]
+    expected = [run_streams(model, [(VadStream(), f)])[0] for f in work]
+    batcher = VadBatcher(model)
+    await batcher.start()
+    loop = asyncio.get_running_loop()
+    answers: list[asyncio.Future[list[float] | BaseException]] = [loop.create_future() for _ in work]
+    try:
+        for f, answer in zip(work, answers, strict=True):
+            batcher.submit(VadStream(), f, answer.set_result)
+        got = await asyncio.wait_for(asyncio.gather(*answers), 10)
+    finally:
+        await batcher.aclose()
+    for i, (result, want) in enumerate(zip(got, expected, strict=True)):
+        assert isinstance(result, list) and np.allclose(result, want, atol=1e-5), i
