@@ -8,6 +8,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from realtime.client import RealtimeClient
+from realtime.protocol.codec import Encoding, encode_frame
 from tests.conftest import ServerFactory
 from tests.support.fake_ollama import FakeOllama
 from tests.support.server import ServerProcess
@@ -58,6 +59,62 @@ async def test_drop_mid_reply_and_resume(resumable: ServerProcess) -> None:
     await again.recv_until("session.updated")
     assert (await again.ask("and?")).text == "You heard: " + full
     await again.close()
+
+
+async def test_resume_in_the_other_encoding_replays_the_same_events(resumable: ServerProcess) -> None:
+    """A msgpack link drops mid-reply and the session is resumed over JSON (and the other way round): the
+    missed events come in the new link's encoding, in order, none lost, none twice."""
+    for first, then in ((Encoding.MSGPACK, Encoding.JSON), (Encoding.JSON, Encoding.MSGPACK)):
+        token = resumable.token(f"erin-{first.value}")
+        client = await RealtimeClient.connect(resumable.ws_url, token, encoding=first)
+        await client.send(ITEM)
+        await client.send({"type": "response.create"})
+        seen: list[dict] = []
+        while len([e for e in seen if e["type"] == "response.text.delta"]) < 5:
+            seen.append(await client.recv())
+        args = client.resume_args()
+        _drop(client)
+        await asyncio.sleep(0.5)
+        again = await RealtimeClient.connect(resumable.ws_url, token, encoding=then, resume=args)
+        full = await _text_until_done(again, seen)
+        seqs = [e["seq"] for e in seen]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (first, then)
+        assert [e["event_id"] for e in seen] == [f"evt_{n}" for n in seqs]
+        assert "".join(e["delta"] for e in seen if e["type"] == "response.text.delta") == full
+        await again.close()
+
+
+@pytest.fixture(scope="module")
+def small_replay(server_factory: ServerFactory, fake_ollama: FakeOllama) -> ServerProcess:
+    return server_factory(
+        ollama_url=fake_ollama.url, llm_model="story", voice="off", resume_grace="5", replay_buffer_bytes="4000"
+    )
+
+
+async def test_resume_needing_more_than_the_replay_bytes_is_refused(small_replay: ServerProcess) -> None:
+    """The replay buffer is bounded by its frames' bytes: a client that missed more than 4 000 bytes of
+    events cannot resume (resume_failed, a fresh session); one that missed less resumes with all of them."""
+    token = small_replay.token("fay")
+    client = await RealtimeClient.connect(small_replay.ws_url, token)
+    await client.send(ITEM)
+    await client.send({"type": "response.create"})
+    seen = [await client.recv() for _ in range(3)]
+    args = client.resume_args()
+    _drop(client)
+    await asyncio.sleep(0.1)
+    near = await RealtimeClient.connect(small_replay.ws_url, token, resume=args)  # missed little so far
+    await _text_until_done(near, seen)
+    seqs = [e["seq"] for e in seen]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    missed = sum(len(encode_frame(e, Encoding.MSGPACK)) for e in seen if e["seq"] > args[2])
+    assert missed > 4_000  # what a resume from `args` would need now
+    _drop(near)
+    await asyncio.sleep(0.1)
+    late = await RealtimeClient.connect(small_replay.ws_url, token, resume=args)  # from before the reply
+    first, second = await late.recv(), await late.recv()
+    assert first["type"] == "error" and first["error"]["code"] == "resume_failed"
+    assert second["type"] == "session.created" and second["session"]["id"] != args[0]
+    await late.close()
 
 
 @pytest.mark.parametrize("how", ["another user", "wrong secret", "unknown session", "future seq"])

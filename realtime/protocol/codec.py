@@ -101,3 +101,11 @@ def encode_frame(event: Mapping[str, Any], encoding: Encoding) -> bytes | str:
     if encoding is Encoding.MSGPACK:
         return msgpack.packb(event, **_PACKER_OPTIONS)
     return _JSON.encode(event)
+
+
+def transcode(packed: bytes, encoding: Encoding) -> bytes | str:
+    """A frame `encode_frame` made as msgpack -> the same frame in `encoding`, as `encode_frame` would have
+    made it from the map (msgpack keeps bytes apart from strings, key order, and floats exactly)."""
+    if encoding is Encoding.MSGPACK:
+        return packed
+    return encode_frame(msgpack.unpackb(packed, raw=False, strict_map_key=False), encoding)

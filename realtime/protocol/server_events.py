@@ -21,10 +21,6 @@ class ServerEvent:
     def to_wire(self, seq: int) -> dict[str, Any]:
         return {"type": self.type, "event_id": f"evt_{seq}", "seq": seq, **self.fields}
 
-    def size(self) -> int:
-        """Rough bytes on the wire (binary payloads dominate), for bounding replay buffers."""
-        return 128 + sum(len(v) for v in self.fields.values() if isinstance(v, bytes | str))
-
 
 def session_created(session: Mapping[str, Any]) -> ServerEvent:
     return ServerEvent("session.created", {"session": dict(session)})
