@@ -457,8 +457,7 @@ class Session:
         """Whether every event after `last_seq` can still be replayed."""
         if self._ended.is_set() or last_seq < 0 or last_seq > self._seq:
             return False
-        oldest = self._seq - len(self._replay) + 1
-        return last_seq >= oldest - 1
+        return last_seq >= self._oldest_kept - 1
 
     async def _attach(self, link: Link, resume_after: int | None, *, announce: bool) -> None:
         if self._expiry is not None:
@@ -468,8 +467,7 @@ class Session:
         async with self._send_lock:
             self._link = link
             if resume_after is not None:
-                oldest = self._seq - len(self._replay) + 1
-                for packed in list(self._replay)[max(0, resume_after + 1 - oldest) :]:
+                for packed in list(self._replay)[max(0, resume_after + 1 - self._oldest_kept) :]:
                     await self._send(link, transcode(packed, link.encoding))
         if old is not None and not old.ended.done():
             old.ended.set_result(CloseReason(CloseCode.SESSION_RESUMED, "session resumed on another link"))
@@ -621,6 +619,11 @@ class Session:
             self._link_lost(link, CloseReason(CloseCode.SLOW_CONSUMER, "client is not reading"))
         except (PeerClosed, OSError, RuntimeError):
             self._link_lost(link, CloseReason(CloseCode.ABNORMAL, "link lost", by_peer=True))
+
+    @property
+    def _oldest_kept(self) -> int:
+        """The seq of the oldest frame in the replay buffer (`_seq + 1` when it is empty): they are consecutive."""
+        return self._seq - len(self._replay) + 1
 
     def _remember(self, packed: bytes) -> None:
         """Keep the frame of event `_seq` for resume, within the bounds (oldest dropped first)."""

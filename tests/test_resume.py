@@ -34,22 +34,35 @@ async def _text_until_done(client: RealtimeClient, events: list[dict]) -> str:
             return event["response"]["output_text"]
 
 
-async def test_drop_mid_reply_and_resume(resumable: ServerProcess) -> None:
-    """Drop the link mid-reply, come back: the missed events arrive in order, then the rest; nothing twice."""
-    token = resumable.token("rita")
-    client = await RealtimeClient.connect(resumable.ws_url, token)
+async def _drop_mid_reply(
+    server: ServerProcess, token: str, *, deltas: int, encoding: Encoding = Encoding.MSGPACK
+) -> tuple[list[dict], tuple[str, str, int]]:
+    """Start the story reply, read until `deltas` text deltas have come, then lose the link: what was seen,
+    and the resume arguments as of then."""
+    client = await RealtimeClient.connect(server.ws_url, token, encoding=encoding)
     await client.send(ITEM)
     await client.send({"type": "response.create"})
     seen: list[dict] = []
-    while len([e for e in seen if e["type"] == "response.text.delta"]) < 10:
+    while len([e for e in seen if e["type"] == "response.text.delta"]) < deltas:
         seen.append(await client.recv())
     args = client.resume_args()
     _drop(client)
+    return seen, args
+
+
+def _assert_consecutive(events: list[dict]) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "an event was lost or repeated"
+
+
+async def test_drop_mid_reply_and_resume(resumable: ServerProcess) -> None:
+    """Drop the link mid-reply, come back: the missed events arrive in order, then the rest; nothing twice."""
+    token = resumable.token("rita")
+    seen, args = await _drop_mid_reply(resumable, token, deltas=10)
     await asyncio.sleep(0.5)  # the reply goes on while nobody listens
     again = await RealtimeClient.connect(resumable.ws_url, token, resume=args)
     full = await _text_until_done(again, seen)
-    seqs = [e["seq"] for e in seen]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "an event was lost or repeated"
+    _assert_consecutive(seen)
     resumed = next(e for e in seen if e["type"] == "session.resumed")
     assert resumed["replayed_after"] == args[2] and resumed["session"]["id"] == args[0]
     text = "".join(e["delta"] for e in seen if e["type"] == "response.text.delta")
@@ -66,20 +79,12 @@ async def test_resume_in_the_other_encoding_replays_the_same_events(resumable: S
     missed events come in the new link's encoding, in order, none lost, none twice."""
     for first, then in ((Encoding.MSGPACK, Encoding.JSON), (Encoding.JSON, Encoding.MSGPACK)):
         token = resumable.token(f"erin-{first.value}")
-        client = await RealtimeClient.connect(resumable.ws_url, token, encoding=first)
-        await client.send(ITEM)
-        await client.send({"type": "response.create"})
-        seen: list[dict] = []
-        while len([e for e in seen if e["type"] == "response.text.delta"]) < 5:
-            seen.append(await client.recv())
-        args = client.resume_args()
-        _drop(client)
+        seen, args = await _drop_mid_reply(resumable, token, deltas=5, encoding=first)
         await asyncio.sleep(0.5)
         again = await RealtimeClient.connect(resumable.ws_url, token, encoding=then, resume=args)
         full = await _text_until_done(again, seen)
-        seqs = [e["seq"] for e in seen]
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (first, then)
-        assert [e["event_id"] for e in seen] == [f"evt_{n}" for n in seqs]
+        _assert_consecutive(seen)
+        assert [e["event_id"] for e in seen] == [f"evt_{e['seq']}" for e in seen]
         assert "".join(e["delta"] for e in seen if e["type"] == "response.text.delta") == full
         await again.close()
 
@@ -95,17 +100,11 @@ async def test_resume_needing_more_than_the_replay_bytes_is_refused(small_replay
     """The replay buffer is bounded by its frames' bytes: a client that missed more than 4 000 bytes of
     events cannot resume (resume_failed, a fresh session); one that missed less resumes with all of them."""
     token = small_replay.token("fay")
-    client = await RealtimeClient.connect(small_replay.ws_url, token)
-    await client.send(ITEM)
-    await client.send({"type": "response.create"})
-    seen = [await client.recv() for _ in range(3)]
-    args = client.resume_args()
-    _drop(client)
+    seen, args = await _drop_mid_reply(small_replay, token, deltas=1)
     await asyncio.sleep(0.1)
     near = await RealtimeClient.connect(small_replay.ws_url, token, resume=args)  # missed little so far
     await _text_until_done(near, seen)
-    seqs = [e["seq"] for e in seen]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    _assert_consecutive(seen)
     missed = sum(len(encode_frame(e, Encoding.MSGPACK)) for e in seen if e["seq"] > args[2])
     assert missed > 4_000  # what a resume from `args` would need now
     _drop(near)
