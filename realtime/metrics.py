@@ -80,6 +80,14 @@ class Metrics:
         )
         self.audio_direct = 0  # a plain count (a Counter's lock costs ~4 % of the loop at 15 000 a second)
         r.register(_PlainCounter(self, "audio_direct", "realtime_audio_messages_direct", _AUDIO_DIRECT_HELP))
+        self.replay_frames = Gauge(
+            "realtime_replay_buffer_events",
+            "Events kept for resume, all sessions (a client that answers pings releases what it has received)",
+            registry=r,
+        )
+        self.replay_bytes = Gauge(
+            "realtime_replay_buffer_bytes", "Bytes of the events kept for resume (their msgpack frames)", registry=r
+        )
         self.tasks = Gauge("realtime_asyncio_tasks", "asyncio tasks alive in the server's event loop", registry=r)
         self.tasks.set_function(_running_tasks)
 

@@ -110,6 +110,10 @@ class Realtime:
     _none_left: asyncio.Event = field(default_factory=asyncio.Event)
     _reapers: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.metrics.replay_frames.set_function(lambda: sum(s.replay_size[0] for s in list(self.sessions.values())))
+        self.metrics.replay_bytes.set_function(lambda: sum(s.replay_size[1] for s in list(self.sessions.values())))
+
     def open_session(
         self,
         user: str,

@@ -602,6 +602,8 @@ class Session:
                     self._remember(packed)
                     link = self._link
                     if link is not None:
+                        if event.type == "ping":
+                            link.heartbeat.ping_written(event.fields["ts"], self._seq)
                         json_link = link.encoding is not Encoding.MSGPACK
                         await self._send(link, encode_frame(wire, link.encoding) if json_link else packed)
             finally:
@@ -634,6 +636,18 @@ class Session:
             len(self._replay) > limits.replay_buffer_events or self._replay_bytes > limits.replay_buffer_bytes
         ):
             self._replay_bytes -= len(self._replay.popleft())
+
+    def _release(self, acked: int) -> None:
+        """The client has every event up to `acked` (its pong to the ping sent as that event): a resume never
+        needs them again, so a client that answers pings costs the server ~one ping interval of events, not
+        the whole bound (8 MiB of audio a talking session, ~4 096 pings a long-idle one)."""
+        while self._replay and self._oldest_kept <= acked:
+            self._replay_bytes -= len(self._replay.popleft())
+
+    @property
+    def replay_size(self) -> tuple[int, int]:
+        """Frames and bytes kept for a resume (for /metrics)."""
+        return len(self._replay), self._replay_bytes
 
     # ---- inbound ---------------------------------------------------------------------------------
 
@@ -719,7 +733,8 @@ class Session:
     async def _dispatch(self, link: Link, event: ClientEvent, taken_at: float | None = None) -> None:
         match event:
             case Pong():
-                link.heartbeat.pong(event.ts, self._clock())
+                if link.heartbeat.pong(event.ts, self._clock()) is not None:
+                    self._release(link.heartbeat.acked)
             case Ping():
                 await self._emit(ev.pong(event.ts, event.event_id))
             case SessionUpdate():

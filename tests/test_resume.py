@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
 from realtime.client import RealtimeClient
@@ -175,3 +177,84 @@ async def test_resume_while_the_old_link_still_looks_alive(resumable: ServerProc
     resumed = await new.recv_until("session.resumed")
     assert resumed[-1]["session"]["id"] == args[0]
     await new.close()
+
+
+@pytest.fixture(scope="module")
+def pinging(server_factory: ServerFactory, fake_ollama: FakeOllama) -> ServerProcess:
+    """Pings every 0.2 s, so that answered pings release the replay buffer within a test."""
+    return server_factory(
+        ollama_url=fake_ollama.url, llm_model="story", voice="off", resume_grace="5", ping_interval="0.2"
+    )
+
+
+async def _replay_events(server: ServerProcess) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(server.url + "/metrics")).text
+    families = text_string_to_metric_families(text)
+    return next(s.value for f in families for s in f.samples if s.name == "realtime_replay_buffer_events")
+
+
+async def _ends_empty(server: ServerProcess) -> float:
+    """The replay gauge once nothing is kept (its session ended), or after 5 s: its last value."""
+    for _ in range(50):
+        if (kept := await _replay_events(server)) == 0:
+            break
+        await asyncio.sleep(0.1)
+    return kept
+
+
+async def _least_kept_while_talking(server: ServerProcess, client: RealtimeClient, rounds: int = 20) -> float:
+    """The least the replay gauge showed over `rounds` ping round trips of a client answering server pings
+    as they come (each `recv` answers them)."""
+    least = float("inf")
+    for i in range(rounds):
+        await asyncio.sleep(0.05)
+        await client.send({"type": "ping", "ts": 1000 + i})
+        await client.recv_until("pong")
+        least = min(least, await _replay_events(server))
+    return least
+
+
+async def _ping_pong(client: RealtimeClient, count: int) -> None:
+    """`count` client pings and their pongs: that many events the server must keep for a resume."""
+    for i in range(count):
+        await client.send({"type": "ping", "ts": i})
+    for _ in range(count):
+        await client.recv_until("pong")
+
+
+async def test_answered_pings_release_what_the_client_has_received(pinging: ServerProcess) -> None:
+    """A pong to a server ping proves the client has every event up to it, so the server stops keeping them:
+    a client that answers pings costs about one ping interval of replay, one that does not keeps everything.
+    A resume after the release still gets every event after its last_seq; one asking for events the client
+    already acknowledged is refused."""
+    token = pinging.token("pia")
+    mute = await RealtimeClient.connect(pinging.ws_url, token, auto_pong=False)
+    await _ping_pong(mute, 60)
+    await asyncio.sleep(0.6)  # three server pings, unanswered
+    assert await _replay_events(pinging) >= 60 + 1  # session.created, the pongs, the pings: all kept
+    await mute.close()
+    assert await _ends_empty(pinging) == 0  # its session ended with the close
+
+    client = await RealtimeClient.connect(pinging.ws_url, token)
+    first_seq = client.last_seq
+    await _ping_pong(client, 60)
+    # server pings come, and are answered: only what came after the last answered ping is kept
+    assert await _least_kept_while_talking(pinging, client) <= 3
+    assert client.last_seq > first_seq + 60
+
+    args = client.resume_args()
+    _drop(client)
+    await asyncio.sleep(0.3)  # a ping or two is sent while nobody listens
+    again = await RealtimeClient.connect(pinging.ws_url, token, resume=args)
+    seen = await again.recv_until("session.resumed")
+    _assert_consecutive([{"seq": args[2]}, *seen[:-1]])
+    assert seen[-1]["replayed_after"] == args[2]
+    assert (await again.ask("and?")).text.startswith("Once upon a time")
+    stale = (args[0], args[1], first_seq)  # before pings it answered: released
+    _drop(again)
+    refused = await RealtimeClient.connect(pinging.ws_url, token, resume=stale)
+    first, second = await refused.recv(), await refused.recv()
+    assert first["type"] == "error" and first["error"]["code"] == "resume_failed"
+    assert second["type"] == "session.created" and second["session"]["id"] != args[0]
+    await refused.close()
