@@ -105,6 +105,9 @@ class Settings:
     # Nice levels below the server at which Whisper computes on the CPU (0..19; 0: the same), so that a
     # decode never delays every session's audio frames; on an idle server it changes nothing.
     stt_nice: int = 10
+    # ... and in SCHED_IDLE (Linux): a decode then runs only on CPU time no normal thread wants, which keeps
+    # the cores free for the event loop and the VAD the moment they wake (docs/reliability.md §4)
+    stt_sched_idle: bool = True
     vad_model_path: Path | None = None
     # The end-of-turn model (Smart Turn v3 onnx): "auto" uses it when its file is present; "off" never.
     turn_model: str = "auto"

@@ -80,7 +80,13 @@ def build_scheduler(s: Settings, http: httpx.AsyncClient | None, *, llm_on_cpu: 
             FactoryModel(TURN, "turn", 40 << 20, lambda d: SmartTurnModel(s.turn_onnx_path), large=False), device="cpu"
         )
     if s.voice != "off":
-        stt = SttConfig(model=s.stt_model_ref, compute_type=s.stt_compute_type, workers=s.stt_workers, nice=s.stt_nice)
+        stt = SttConfig(
+            model=s.stt_model_ref,
+            compute_type=s.stt_compute_type,
+            workers=s.stt_workers,
+            nice=s.stt_nice,
+            idle=s.stt_sched_idle,
+        )
 
         def whisper(device: str) -> WhisperEngine:
             return WhisperEngine(_on(stt, device))

@@ -59,7 +59,10 @@ class Voice:
                 turn_lease = await scheduler.acquire(TURN)
             async with scheduler.lease(STT) as whisper:  # loads it now, not on the first turn
                 tokens = whisper.model.instance.tokens
-            vad, stt = VadBatcher(vad_lease.model.instance), SttPool(settings.stt_workers, nice=settings.stt_nice)
+            vad, stt = (
+                VadBatcher(vad_lease.model.instance),
+                SttPool(settings.stt_workers, nice=settings.stt_nice, idle=settings.stt_sched_idle),
+            )
             await vad.start()
             await stt.start()
         except BaseException:

@@ -237,6 +237,12 @@ async def test_a_trailing_off_sentence_waits_for_the_silence_window(voice_server
         assert await _committed_within(client, 4.0)
 
 
+def _sched_idle(tid: int) -> bool:
+    with contextlib.suppress(ProcessLookupError):
+        return os.sched_getscheduler(tid) == os.SCHED_IDLE
+    return False
+
+
 def _thread_nice(pid: int) -> dict[int, int]:
     """Each thread's nice value (the threads of `pid`, from /proc)."""
     out = {}
@@ -247,7 +253,8 @@ def _thread_nice(pid: int) -> dict[int, int]:
 
 
 async def test_whisper_computes_below_the_event_loop(voice_server: ServerProcess) -> None:
-    """REALTIME_STT_NICE (10): after a decode, Whisper's threads run 10 levels below the loop's thread."""
+    """REALTIME_STT_NICE (10) and REALTIME_STT_SCHED_IDLE (on): after a decode, Whisper's threads run 10
+    levels below the loop's thread, in SCHED_IDLE; the loop, the VAD and the rest do not."""
     async with await connect_voice(voice_server, 16_000) as client:
         await stream_audio(client, with_silence(synthesize(SENTENCES[1], 16_000), 16_000), 16_000, speed=4.0)
         await events_until(client, "response.done")
@@ -258,3 +265,5 @@ async def test_whisper_computes_below_the_event_loop(voice_server: ServerProcess
     lowered = [tid for tid, n in nice.items() if n == min(19, loop_nice + 10)]
     assert len(lowered) >= 2, nice  # CTranslate2's compute thread and the decode pool's thread
     assert len(nice) - len(lowered) >= 2, nice  # the loop, the VAD and the rest are not lowered
+    idle = {tid for tid in nice if _sched_idle(tid)}
+    assert idle == set(lowered), (idle, lowered)

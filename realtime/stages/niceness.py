@@ -10,6 +10,13 @@ Linux schedules threads, not processes, and a new thread starts with its creator
 starts its compute threads when a model is built (and they start OpenMP's later), so building the model
 in a thread that first lowered its own priority puts all of them there. Raising one's own nice value needs
 no privilege; nothing here ever lowers one. Elsewhere than Linux these calls do nothing.
+
+A lower nice value is not enough on two cores: the scheduler still counts the core a niced decode runs on
+as busy, so a waking event loop or VAD thread often queues behind other work instead of taking that core
+at once. `idle` also puts the threads in SCHED_IDLE (Linux): a core running only such threads counts as
+free, and any normal thread that wakes there preempts them. They then run only on CPU time nothing else
+wants (at 300 streaming sessions on 2 cores, 6 turns a minute: frames over 10 ms 2.6 % -> 0.5 %; with 60
+turns a minute the decodes themselves ~20 % slower; docs/reliability.md §4).
 """
 
 from __future__ import annotations
@@ -31,29 +38,42 @@ def thread_nice(tid: int | None = None) -> int:
     return os.getpriority(os.PRIO_PROCESS, tid if tid is not None else threading.get_native_id())
 
 
-def lower_current_thread(step: int) -> None:
-    """Make the calling thread (and every thread it creates from now on) `step` nice levels lower."""
-    if step <= 0 or not hasattr(os, "setpriority"):
-        return
+def thread_sched_idle(tid: int | None = None) -> bool:
+    """Whether a thread of this process (default: the calling one) runs under SCHED_IDLE."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    return os.sched_getscheduler(tid if tid is not None else threading.get_native_id()) == os.SCHED_IDLE
+
+
+def lower_current_thread(step: int, idle: bool = False) -> None:
+    """Make the calling thread (and every thread it creates from now on) `step` nice levels lower, and with
+    `idle` also SCHED_IDLE (where the OS has it)."""
     tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(MAX_NICE, thread_nice(tid) + step))
-    except OSError as exc:  # a sandbox that forbids it: run at the normal priority
-        log.warning("could not lower the priority of thread %s: %s", tid, exc)
+    if step > 0 and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(MAX_NICE, thread_nice(tid) + step))
+        except OSError as exc:  # a sandbox that forbids it: run at the normal priority
+            log.warning("could not lower the priority of thread %s: %s", tid, exc)
+    if idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            log.warning("could not put thread %s in SCHED_IDLE: %s", tid, exc)
 
 
-def run_lowered(fn: Callable[[], T], step: int, *, name: str) -> T:
-    """Run `fn` in a new thread `step` nice levels lower, so the threads it starts inherit that priority.
+def run_lowered(fn: Callable[[], T], step: int, *, idle: bool = False, name: str) -> T:
+    """Run `fn` in a new thread `step` nice levels lower (and SCHED_IDLE with `idle`), so the threads it
+    starts inherit that priority.
 
     The calling thread's own priority is untouched (it may be a shared executor's). Blocks until done.
     """
-    if step <= 0:
+    if step <= 0 and not idle:
         return fn()
     outcome: list[T] = []
     failure: list[BaseException] = []
 
     def body() -> None:
-        lower_current_thread(step)
+        lower_current_thread(step, idle)
         try:
             outcome.append(fn())
         except BaseException as exc:  # handed to the caller below

@@ -61,6 +61,7 @@ class SttConfig:
     workers: int = 1
     threads_per_worker: int = 1
     nice: int = 0  # nice levels below the server for its CPU compute threads (niceness.py; the server: 10)
+    idle: bool = False  # and SCHED_IDLE: only CPU time nothing else wants (niceness.py; the server: True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class WhisperEngine:
                 local_files_only=Path(config.model).is_dir(),
             ),
             config.nice if device == "cpu" else 0,
+            idle=config.idle and device == "cpu",
             name="stt-load",
         )
         self.load_s = time.perf_counter() - started
@@ -280,11 +282,11 @@ class _Job:
 class SttPool:
     """Fair scheduling of blocking decodes on `workers` threads, for all sessions."""
 
-    def __init__(self, workers: int = 1, *, nice: int = 0, max_finals_per_session: int = 8) -> None:
+    def __init__(self, workers: int = 1, *, nice: int = 0, idle: bool = False, max_finals_per_session: int = 8) -> None:
         self.workers = workers
         # the callers' threads compute the log-mel features: as low as the model's own threads
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="stt", initializer=lower_current_thread, initargs=(nice,)
+            max_workers=workers, thread_name_prefix="stt", initializer=lower_current_thread, initargs=(nice, idle)
         )
         self._finals: OrderedDict[object, deque[_Job]] = OrderedDict()
         self._partials: OrderedDict[object, _Job] = OrderedDict()

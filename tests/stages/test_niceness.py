@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from realtime.config import ConfigError, load_settings
-from realtime.stages.niceness import run_lowered, thread_nice
+from realtime.stages.niceness import run_lowered, thread_nice, thread_sched_idle
 from realtime.stages.stt import SttConfig, SttPool, WhisperEngine
 from tests.support.speech import synthesize
 
@@ -70,7 +70,38 @@ async def test_the_decode_pool_runs_its_jobs_lowered() -> None:
     assert thread_nice() == base  # the event loop's thread is untouched
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_run_lowered_idle_puts_its_thread_and_children_in_sched_idle_but_not_the_caller() -> None:
+    seen: dict[str, bool] = {}
+
+    def work() -> None:
+        seen["own"] = thread_sched_idle()
+        child = threading.Thread(target=lambda: seen.__setitem__("child", thread_sched_idle()))
+        child.start()
+        child.join()
+
+    run_lowered(work, 0, idle=True, name="test-idle")  # idle alone is enough to need a thread of its own
+    assert seen == {"own": True, "child": True}
+    assert not thread_sched_idle()
+    run_lowered(work, 3, name="test-not-idle")
+    assert seen == {"own": False, "child": False}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+async def test_the_decode_pool_runs_its_jobs_in_sched_idle_when_asked() -> None:
+    for idle in (True, False):
+        pool = SttPool(1, nice=2, idle=idle)
+        await pool.start()
+        try:
+            assert await pool.run("session", thread_sched_idle, final=True) is idle
+        finally:
+            await pool.aclose()
+    assert not thread_sched_idle()
+
+
 def test_the_setting_is_bounded() -> None:
+    assert load_settings({}).stt_sched_idle is True
+    assert load_settings({"REALTIME_STT_SCHED_IDLE": "off"}).stt_sched_idle is False
     assert load_settings({}).stt_nice == 10
     assert load_settings({"REALTIME_STT_NICE": "0"}).stt_nice == 0
     for bad in ("-1", "20"):
