@@ -15,8 +15,8 @@ A lower nice value is not enough on two cores: the scheduler still counts the co
 as busy, so a waking event loop or VAD thread often queues behind other work instead of taking that core
 at once. `idle` also puts the threads in SCHED_IDLE (Linux): a core running only such threads counts as
 free, and any normal thread that wakes there preempts them. They then run only on CPU time nothing else
-wants (at 300 streaming sessions on 2 cores, 6 turns a minute: frames over 10 ms 2.6 % -> 0.5 %; with 60
-turns a minute the decodes themselves ~20 % slower; docs/reliability.md §4).
+wants (300 streaming sessions on 2 cores, alternated in one run: frames over 10 ms 8.9 -> 4.0 % at 6 turns
+a minute, 17.2 -> 7.7 % at 60, where transcripts came one bucket later; docs/reliability.md §4).
 """
 
 from __future__ import annotations
