@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
 from realtime.client import RealtimeClient
@@ -15,6 +13,7 @@ from tests.conftest import ServerFactory
 from tests.support.fake_ollama import FakeOllama
 from tests.support.server import ServerProcess
 
+KEPT = "realtime_replay_buffer_events"  # the /metrics gauge of events kept for resume, all sessions
 ITEM = {"type": "conversation.item.create", "item": {"role": "user", "content": [{"type": "input_text", "text": "go"}]}}
 
 
@@ -187,17 +186,10 @@ def pinging(server_factory: ServerFactory, fake_ollama: FakeOllama) -> ServerPro
     )
 
 
-async def _replay_events(server: ServerProcess) -> float:
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(server.url + "/metrics")).text
-    families = text_string_to_metric_families(text)
-    return next(s.value for f in families for s in f.samples if s.name == "realtime_replay_buffer_events")
-
-
 async def _ends_empty(server: ServerProcess) -> float:
     """The replay gauge once nothing is kept (its session ended), or after 5 s: its last value."""
     for _ in range(50):
-        if (kept := await _replay_events(server)) == 0:
+        if (kept := await server.metric(KEPT)) == 0:
             break
         await asyncio.sleep(0.1)
     return kept
@@ -211,7 +203,7 @@ async def _least_kept_while_talking(server: ServerProcess, client: RealtimeClien
         await asyncio.sleep(0.05)
         await client.send({"type": "ping", "ts": 1000 + i})
         await client.recv_until("pong")
-        least = min(least, await _replay_events(server))
+        least = min(least, await server.metric(KEPT))
     return least
 
 
@@ -232,7 +224,7 @@ async def test_answered_pings_release_what_the_client_has_received(pinging: Serv
     mute = await RealtimeClient.connect(pinging.ws_url, token, auto_pong=False)
     await _ping_pong(mute, 60)
     await asyncio.sleep(0.6)  # three server pings, unanswered
-    assert await _replay_events(pinging) >= 60 + 1  # session.created, the pongs, the pings: all kept
+    assert await pinging.metric(KEPT) >= 60 + 1  # session.created, the pongs, the pings: all kept
     await mute.close()
     assert await _ends_empty(pinging) == 0  # its session ended with the close
 

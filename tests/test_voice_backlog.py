@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerFactory
 from tests.support.fake_ollama import FakeOllama
@@ -26,16 +24,8 @@ def voice_server(server_factory: ServerFactory, fake_ollama: FakeOllama) -> Serv
     return server_factory(ollama_url=fake_ollama.url, llm_model="echo", voice="on", resume_grace="1")
 
 
-async def _metric(server: ServerProcess, name: str) -> float:
-    """One sample of the server's /metrics."""
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(server.url + "/metrics")).text
-    families = text_string_to_metric_families(text)
-    return next(s.value for f in families for s in f.samples if s.name == name)
-
-
 async def _tasks(server: ServerProcess) -> float:
-    return await _metric(server, "realtime_asyncio_tasks")
+    return await server.metric("realtime_asyncio_tasks")
 
 
 async def test_audio_sent_all_at_once_is_heard_in_full(voice_server: ServerProcess) -> None:
@@ -119,7 +109,7 @@ async def test_a_changed_audio_format_ends_the_old_listeners_tasks(voice_server:
 
 
 async def _direct_appends(server: ServerProcess) -> float:
-    return await _metric(server, "realtime_audio_messages_direct_total")
+    return await server.metric("realtime_audio_messages_direct_total")
 
 
 async def test_audio_at_real_time_is_taken_as_it_arrives(voice_server: ServerProcess) -> None:

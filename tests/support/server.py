@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.auth import TokenAuthority
 from realtime.config import load_settings
@@ -46,6 +47,13 @@ class ServerProcess:
         self._log = None
         self.process: subprocess.Popen[bytes] | None = None
         self.authority = TokenAuthority(load_settings(self.env))
+
+    async def metric(self, name: str) -> float:
+        """One sample of the server's /metrics, by its name (the first, whatever its labels)."""
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(self.url + "/metrics")).text
+        families = text_string_to_metric_families(text)
+        return next(s.value for f in families for s in f.samples if s.name == name)
 
     def token(self, user: str = "alice", *, ttl: float = 600, admin: bool = False) -> str:
         return self.authority.issue(user, ttl=ttl, admin=admin)
