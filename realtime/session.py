@@ -635,14 +635,17 @@ class Session:
         while self._replay and (
             len(self._replay) > limits.replay_buffer_events or self._replay_bytes > limits.replay_buffer_bytes
         ):
-            self._replay_bytes -= len(self._replay.popleft())
+            self._drop_oldest()
 
     def _release(self, acked: int) -> None:
         """The client has every event up to `acked` (its pong to the ping sent as that event): a resume never
         needs them again, so a client that answers pings costs the server ~one ping interval of events, not
         the whole bound (8 MiB of audio a talking session, ~4 096 pings a long-idle one)."""
         while self._replay and self._oldest_kept <= acked:
-            self._replay_bytes -= len(self._replay.popleft())
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        self._replay_bytes -= len(self._replay.popleft())
 
     @property
     def replay_size(self) -> tuple[int, int]:
