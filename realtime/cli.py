@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from realtime.auth import TokenAuthority
 from realtime.config import Settings, load_settings
 from realtime.errors import ConfigError
+from realtime.local_ollama.yield_gate import YieldGate
 from realtime.protocol.codec import Encoding
 from realtime.server import WS_PATH, Realtime, create_app
 from realtime.ws_protocol import RealtimeH11Protocol, RealtimeWebSocketProtocol
@@ -81,8 +82,10 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def embedded_llm(settings: Settings) -> Iterator[str]:
-    """Run the Ollama-compatible endpoint on the local GGUF as a child process; yield its base URL."""
+def embedded_llm(settings: Settings, yield_file: Path | None = None) -> Iterator[str]:
+    """Run the Ollama-compatible endpoint on the local GGUF as a child process; yield its base URL.
+
+    With `yield_file` (a YieldGate's file) it pauses between tokens when the server asks."""
     model_path = settings.llm_gguf_path
     if not model_path.is_file():
         raise ConfigError(f"embedded LLM model not found at {model_path}; run ./dev setup (or set REALTIME_MODELS_DIR)")
@@ -105,6 +108,8 @@ def embedded_llm(settings: Settings) -> Iterator[str]:
     ]
     if settings.embedded_llm_threads:
         cmd += ["--threads", str(settings.embedded_llm_threads)]
+    if yield_file is not None:
+        cmd += ["--yield-file", str(yield_file)]
     url = f"http://{host}:{port}"
     log.info("no Ollama at %s: starting the embedded LLM endpoint at %s", settings.ollama_url, url)
     proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_child_setup(settings.embedded_llm_nice))
@@ -125,6 +130,18 @@ def embedded_llm(settings: Settings) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.contextmanager
+def _yield_file(settings: Settings) -> Iterator[Path]:
+    """A fresh pause file for this server and its LLM (one per server process), removed at exit."""
+    path = Path(settings.state_dir) / f"llm-yield.{os.getpid()}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    YieldGate(path, create=True).close()
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 class _Server(uvicorn.Server):
@@ -170,7 +187,8 @@ def serve(settings: Settings) -> int:
     with contextlib.ExitStack() as stack:
         mode = settings.embedded_llm
         if mode == "always" or (mode == "auto" and not ollama_answers(settings.ollama_url)):
-            url = stack.enter_context(embedded_llm(settings))
+            yield_file = stack.enter_context(_yield_file(settings)) if settings.embedded_llm_yield_ms else None
+            url = stack.enter_context(embedded_llm(settings, yield_file))
             if settings.llm_model != EMBEDDED_MODEL_NAME:
                 log.warning(
                     "model %r is not served by the embedded endpoint; using %s", settings.llm_model, EMBEDDED_MODEL_NAME
@@ -180,6 +198,7 @@ def serve(settings: Settings) -> int:
                 ollama_url=url,
                 llm_model=EMBEDDED_MODEL_NAME,
                 model_devices=(*settings.model_devices, "llm=cpu"),  # llama.cpp here runs on the CPU
+                embedded_llm_yield_file=yield_file,
             )
         elif mode == "never" and not ollama_answers(settings.ollama_url):
             log.warning("no Ollama answers at %s; responses will fail until it does", settings.ollama_url)

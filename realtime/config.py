@@ -203,6 +203,12 @@ class Settings:
     # Niceness of the embedded LLM process: on 2 cores the LLM and TTS fight for the CPU, and the first
     # audio is late when Piper waits for llama.cpp; the audio path (VAD, STT, TTS) goes first.
     embedded_llm_nice: int = 10
+    # While a reply's first spoken piece is synthesized on the CPU, the embedded LLM pauses between tokens
+    # for at most this long (ms; 0: never). A real Ollama is never paused. realtime/local_ollama/yield_gate.py
+    embedded_llm_yield_ms: int = 250
+    # The file behind those pauses: `serve` makes one for the LLM it starts. Set it only to pair the server
+    # with a `python -m realtime.local_ollama --yield-file` run by hand.
+    embedded_llm_yield_file: Path | None = None
 
     @property
     def llm_gguf_path(self) -> Path:
@@ -283,6 +289,7 @@ _PARSERS = {
 
 # Nice steps: 0 is valid (the "int" parser refuses it); the range is checked in _check.
 _NICE_FIELDS = ("stt_nice", "embedded_llm_nice")
+_ZERO_OK_FIELDS = (*_NICE_FIELDS, "embedded_llm_yield_ms")
 
 _CHOICES = {
     "embedded_llm": {"auto", "always", "never"},
@@ -312,7 +319,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raw = env.get(var)
         if raw is None:
             continue
-        parser = int if f.name in _NICE_FIELDS else _PARSERS[str(f.type)]
+        parser = int if f.name in _ZERO_OK_FIELDS else _PARSERS[str(f.type)]
         try:
             value = parser(raw)
         except ValueError as exc:
@@ -339,6 +346,8 @@ def _check(s: Settings) -> None:
     for name in _NICE_FIELDS:
         if not 0 <= getattr(s, name) <= 19:
             raise ConfigError(f"{env_name(name)}: must be 0..19 (nice levels below the server's)")
+    if not 0 <= s.embedded_llm_yield_ms <= 2000:
+        raise ConfigError(f"{env_name('embedded_llm_yield_ms')}: must be 0..2000 ms")
     if s.first_piece_max_words < 3:
         raise ConfigError(f"{env_name('first_piece_max_words')} must be at least 3 (fewer sound cut off)")
     url = s.database_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,6 +32,16 @@ class _PlainCounter(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(self._name, self._documentation, value=getattr(self._owner, self._attribute))
+
+
+class _FunctionCounter(Collector):
+    """A counter whose value another object keeps (read when /metrics is rendered)."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())
 
 
 def _running_tasks() -> float:
@@ -90,6 +100,10 @@ class Metrics:
         )
         self.tasks = Gauge("realtime_asyncio_tasks", "asyncio tasks alive in the server's event loop", registry=r)
         self.tasks.set_function(_running_tasks)
+
+    def count_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """Expose a count kept elsewhere as the counter `name`."""
+        self.registry.register(_FunctionCounter(name, documentation, read))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

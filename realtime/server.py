@@ -113,6 +113,20 @@ class Realtime:
     def __post_init__(self) -> None:
         self.metrics.replay_frames.set_function(lambda: sum(s.replay_size[0] for s in list(self.sessions.values())))
         self.metrics.replay_bytes.set_function(lambda: sum(s.replay_size[1] for s in list(self.sessions.values())))
+        self.metrics.count_from(
+            "realtime_llm_yields",
+            "Times the embedded LLM was asked to pause while a reply's first piece was synthesized",
+            lambda: self._llm_yield_figure("holds"),
+        )
+        self.metrics.count_from(
+            "realtime_llm_yield_seconds",
+            "Time the embedded LLM was asked to pause for first pieces",
+            lambda: self._llm_yield_figure("held_seconds"),
+        )
+
+    def _llm_yield_figure(self, name: str) -> float:
+        pauses = self.speech.llm_yield if self.speech is not None else None
+        return float(getattr(pauses, name)) if pauses is not None else 0.0
 
     def open_session(
         self,

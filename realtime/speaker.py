@@ -94,6 +94,7 @@ class Speaker:
         self._last_piece_at: float | None = None
         self._started_at: float | None = None  # playback clock origin
         self._seq = 0
+        self._spoken = False  # a piece has gone to synthesis
         self.stats = SpeakerStats()
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
@@ -177,12 +178,21 @@ class Speaker:
     async def _speak(self, text: str) -> None:
         piece = SpokenPiece(text, self.stats.audio_ms, self.stats.audio_ms)
         pending = np.zeros(0, dtype=np.float32)
-        async with self._speech.lease() as tts, contextlib.aclosing(tts.stream(text, self._rate)) as chunks:
-            async for chunk in chunks:
-                pending = np.concatenate([pending, chunk])
-                while len(pending) >= self._chunk_samples:
-                    await self._send(pending[: self._chunk_samples], piece)
-                    pending = pending[self._chunk_samples :]
+        # the first piece is what the listener waits for: the embedded LLM pauses until its audio is there
+        hold = self._speech.first_piece() if not self._spoken else None
+        self._spoken = True
+        try:
+            async with self._speech.lease() as tts, contextlib.aclosing(tts.stream(text, self._rate)) as chunks:
+                async for chunk in chunks:
+                    if hold is not None:
+                        hold.end()
+                    pending = np.concatenate([pending, chunk])
+                    while len(pending) >= self._chunk_samples:
+                        await self._send(pending[: self._chunk_samples], piece)
+                        pending = pending[self._chunk_samples :]
+        finally:
+            if hold is not None:
+                hold.end()
         if len(pending):
             await self._send(pending, piece)
 

@@ -17,6 +17,7 @@ import numpy as np
 from realtime.config import Settings
 from realtime.errors import ConfigError
 from realtime.gpu_scheduler import GpuScheduler, Lease
+from realtime.local_ollama.yield_gate import Hold, LlmYield, YieldGate
 from realtime.models import STT, TTS, TURN, VAD, leased_tts
 from realtime.stages.stt import SttPool, Transcript, WhisperTokens
 from realtime.stages.tts import Tts
@@ -101,6 +102,7 @@ class SpeechOut:
 
     scheduler: GpuScheduler
     engine_name: str
+    llm_yield: LlmYield | None = None  # pauses the embedded LLM while a first piece is synthesized on the CPU
 
     @classmethod
     async def load(cls, settings: Settings, scheduler: GpuScheduler) -> SpeechOut | None:
@@ -109,12 +111,30 @@ class SpeechOut:
         try:
             async with scheduler.lease(TTS) as handle:  # loads it now, and tells which engine did
                 tts: Tts = handle.model.instance
-                name = tts.engine.name
+                name, device = tts.engine.name, getattr(handle.model, "loaded_on", None)
         except Exception as exc:
             log.warning("voice output disabled: %s", exc)
             return None
         log.info("TTS engine: %s", name)
-        return cls(scheduler=scheduler, engine_name=name)
+        return cls(scheduler=scheduler, engine_name=name, llm_yield=_llm_yield(settings, device))
 
     def lease(self) -> AbstractAsyncContextManager[Tts]:
         return leased_tts(self.scheduler)
+
+    def first_piece(self) -> Hold | None:
+        """For the synthesis of a reply's first piece: the embedded LLM waits (when it shares our CPU) until
+        the hold ends."""
+        return self.llm_yield.hold() if self.llm_yield is not None else None
+
+
+def _llm_yield(settings: Settings, tts_device: str | None) -> LlmYield | None:
+    """Only an embedded LLM with a pause file, and only when the TTS computes on the CPU it shares."""
+    path = settings.embedded_llm_yield_file
+    if path is None or not settings.embedded_llm_yield_ms or tts_device != "cpu":
+        return None
+    try:
+        gate = YieldGate(path)
+    except (OSError, ValueError) as exc:
+        log.warning("the LLM will not pause for first pieces: %s", exc)
+        return None
+    return LlmYield(gate, settings.embedded_llm_yield_ms / 1000)

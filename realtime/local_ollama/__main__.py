@@ -79,6 +79,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="load the model at start (default) or on the first request",
     )
+    parser.add_argument(
+        "--yield-file",
+        type=Path,
+        default=None,
+        help="a voice server's pause file (realtime/local_ollama/yield_gate.py): generation waits between "
+        "tokens while the server holds it",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
     parser.add_argument(
@@ -104,6 +111,7 @@ def serve(args: argparse.Namespace) -> bool:
         n_ctx=args.ctx,
         preload=args.preload,
         keep_alive=FOREVER if args.keep_alive < 0 else args.keep_alive,
+        yield_file=args.yield_file,
     )
     app = create_app(config, test_mode=args.test_mode)
     server = _Server(

@@ -34,6 +34,8 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
+from realtime.local_ollama.yield_gate import YieldGate
+
 log = logging.getLogger("realtime.local_ollama")
 native_log = logging.getLogger("realtime.local_ollama.llama_cpp")
 
@@ -86,6 +88,7 @@ class EngineConfig:
     n_ctx: int = 4096
     preload: bool = True
     keep_alive: float = 300.0  # Ollama's default: unload after 5 idle minutes
+    yield_file: Path | None = None  # a voice server's pause requests (realtime/llm_yield.py); None: never pauses
 
     @property
     def threads(self) -> int:
@@ -290,6 +293,7 @@ class Engine:
         self._expires_at: datetime | None = None
         self._background: set[asyncio.Future[Any]] = set()
         self._closed = False
+        self._gate = YieldGate(config.yield_file) if config.yield_file is not None else None
 
     # ---- lifecycle ----
 
@@ -478,6 +482,13 @@ class Engine:
             log.exception("generation failed")
             self._put_error(channel, EngineError("internal error while generating"))
 
+    def _yield(self) -> None:
+        """Between tokens: wait while the voice server synthesizes a reply's first piece."""
+        if self._gate is not None:
+            waited = self._gate.wait()
+            if waited > 0.001:
+                log.debug("paused %.0f ms for the voice server", waited * 1000)
+
     @staticmethod
     def _put_error(channel: _Channel, error: EngineError) -> None:
         try:
@@ -527,6 +538,7 @@ class Engine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopFilter(s.stop)
         reason, count, hit = "length", 0, False
+        self._yield()
         t0 = t_first = time.perf_counter()
         tokens_out = llm.generate(
             tokens,
@@ -558,6 +570,7 @@ class Engine:
                     raise _Stopped
                 if count >= limit:
                     break
+                self._yield()  # the next token is computed when the loop asks for it
         finally:
             tokens_out.close()
         tail = "" if hit else stops.feed(decoder.decode(b"", final=True))[0] + stops.flush()
