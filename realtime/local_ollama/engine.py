@@ -88,7 +88,7 @@ class EngineConfig:
     n_ctx: int = 4096
     preload: bool = True
     keep_alive: float = 300.0  # Ollama's default: unload after 5 idle minutes
-    yield_file: Path | None = None  # a voice server's pause requests (realtime/llm_yield.py); None: never pauses
+    yield_file: Path | None = None  # a voice server's pause requests (yield_gate.py); None: never pauses
 
     @property
     def threads(self) -> int:

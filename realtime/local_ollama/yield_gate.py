@@ -29,7 +29,7 @@ LONGEST_WAIT = 1.0  # the LLM never waits longer per token, whatever the file sa
 
 
 class YieldGate:
-    """The shared deadline: `hold`/`end` on the server's side, `wait` on the LLM's."""
+    """The shared deadline: set on the server's side (through `LlmYield`), waited on in the LLM's token loop."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
