@@ -300,6 +300,7 @@ class WorkerConfig:
     turns_per_min_each: float  # per session
     respond: bool
     partials: bool
+    turn_model: bool  # turn_detection.turn_model: the end-of-turn model at each pause
     churn_s: float | None
     probe_every_s: float
     seed: int
@@ -376,7 +377,7 @@ class ClientSession:
         try:
             await self._expect(self.ws, "session.created")
             if self.cfg.mode != "idle" and self.streaming:
-                td = {"type": "server_vad", "create_response": self.cfg.respond}
+                td = {"type": "server_vad", "create_response": self.cfg.respond, "turn_model": self.cfg.turn_model}
                 session = {
                     "turn_detection": td,
                     "input_audio_transcription": {"partials": self.cfg.partials},
@@ -739,6 +740,7 @@ def run(args: argparse.Namespace) -> int:
                 turns_per_min_each=each,
                 respond=args.respond,
                 partials=args.partials,
+                turn_model=args.turn_model,
                 churn_s=args.churn if mode == "soak" else None,
                 probe_every_s=args.probe_every,
                 seed=1000 + w,
@@ -935,6 +937,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns-per-min", type=float, default=6.0, help="spoken turns a minute, all sessions")
     parser.add_argument("--respond", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--turn-model", action=argparse.BooleanOptionalAction, default=True, help="the end-of-turn model at pauses"
+    )
     parser.add_argument("--churn", type=float, default=120.0, help="soak: mean seconds between reopens")
     parser.add_argument("--clients", type=int, default=3, help="client processes")
     parser.add_argument("--servers", type=int, default=1, help="server processes, sessions spread evenly over them")
