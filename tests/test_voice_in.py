@@ -13,7 +13,7 @@ import pytest
 
 from realtime.client import RealtimeClient
 from realtime.protocol.codec import Encoding
-from realtime.stages.niceness import thread_nice
+from realtime.stages.niceness import thread_nice, thread_sched_idle
 from tests.conftest import ServerFactory
 from tests.support.fake_ollama import FakeOllama
 from tests.support.server import ServerProcess
@@ -238,8 +238,8 @@ async def test_a_trailing_off_sentence_waits_for_the_silence_window(voice_server
 
 
 def _sched_idle(tid: int) -> bool:
-    with contextlib.suppress(ProcessLookupError):
-        return os.sched_getscheduler(tid) == os.SCHED_IDLE
+    with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+        return thread_sched_idle(tid)
     return False
 
 

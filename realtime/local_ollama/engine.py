@@ -317,6 +317,8 @@ class Engine:
             channel.stopped.set()
         await self._call(self._unload)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._gate is not None:  # only the worker thread read it, and it is gone
+            self._gate.close()
 
     @property
     def info(self) -> ModelInfo:
