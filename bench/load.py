@@ -22,10 +22,14 @@ stream: every session sends `--frame-ms` of PCM16 at `--rate` on a real-time clo
 protocol's default, and 20 ms: what our JS client sends, 480 samples, 1 KiB a message; `--rate 16000` is a
 client sending the 16 kHz the VAD and Whisper use, which the server then does not resample). The clock of
 each client process ticks every 5 ms and each session has a random slot in its frame period, so arrivals
-are spread as independent browsers' would be. The audio is low noise (-50 dBFS), so the VAD judges every
-frame, and now and then real speech (Piper, a short sentence): `--turns-per-min` spoken turns a minute
-across all sessions (Poisson), each a full turn (VAD -> partial and final transcripts -> commit -> a
-response). Once a second each session also sends a protocol `ping` right after an audio frame.
+are spread as independent browsers' would be; its first message is a random part of one VAD frame (32 ms),
+so its VAD frames also fall due at a phase of their own (`--no-vad-phase`: sessions opened together then
+complete their VAD frames in the same periods, 5 of every 8 at 20 ms messages, none in the other 3).
+The audio is low noise (-50 dBFS), so the VAD judges every frame, and now and then real speech (Piper, a
+short sentence): `--turns-per-min` spoken turns a minute across all sessions (Poisson), each a full turn
+(VAD -> partial and final transcripts -> commit -> a response; the server's count of turns by what ended
+them, the end-of-turn model or silence, is printed). Once a second each session also sends a protocol
+`ping` right after an audio frame.
 `--streaming K` makes only K of the sessions stream; the others stay connected and answer pings.
 
 Two latency figures, both over the measurement window only (after `--warmup` s):
@@ -97,6 +101,7 @@ DEFAULT_RATE = 24_000
 TICK_S = 0.005
 SUBPROTOCOL = Encoding.MSGPACK.subprotocol
 NOISE_DBFS = -50.0
+VAD_FRAME = 512  # samples at 16 kHz: the server's VAD judges a session's audio in steps of this
 SENTENCES = [
     "Please set a timer for ten minutes.",
     "What is the weather like tomorrow?",
@@ -167,17 +172,20 @@ class Probe:
     frame_buckets: dict[float, float]  # le -> cumulative count
     frame_count: float
     direct: float  # audio appends taken as they came off the socket (realtime_audio_messages_direct)
+    turns_ended: dict[str, float]  # spoken turns committed so far, by what ended them (realtime_spoken_turns)
 
 
 def read_metrics(url: str) -> dict[str, Any]:
     text = httpx.get(url + "/metrics", timeout=10).text
-    out: dict[str, Any] = {"buckets": {}}
+    out: dict[str, Any] = {"buckets": {}, "turns_ended": {}}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "realtime_audio_frame_seconds_bucket":
                 out["buckets"][float(sample.labels["le"])] = sample.value
             elif sample.name == "realtime_audio_frame_seconds_count":
                 out["frame_count"] = sample.value
+            elif sample.name == "realtime_spoken_turns_total":
+                out["turns_ended"][sample.labels["ended_by"]] = sample.value
             elif sample.name == "realtime_audio_messages_direct_total":
                 out["direct"] = sample.value
             elif sample.name == "realtime_asyncio_tasks":
@@ -205,12 +213,14 @@ def probe(url: str, pid: int, client_pids: list[int]) -> Probe:
         frame_buckets=m["buckets"],
         frame_count=m.get("frame_count", 0.0),
         direct=m.get("direct", 0.0),
+        turns_ended=m["turns_ended"],
     )
 
 
 def probe_all(servers: list[tuple[str, int]], client_pids: list[int]) -> Probe:
     """One look at every server process (url, pid), summed as if they were one server."""
     parts = [probe(url, pid, client_pids if i == 0 else []) for i, (url, pid) in enumerate(servers)]
+    causes = {k for part in parts for k in part.turns_ended}
     buckets: dict[float, float] = {}
     for part in parts:
         for le, count in part.frame_buckets.items():
@@ -227,6 +237,7 @@ def probe_all(servers: list[tuple[str, int]], client_pids: list[int]) -> Probe:
         frame_buckets=buckets,
         frame_count=sum(p.frame_count for p in parts),
         direct=sum(p.direct for p in parts),
+        turns_ended={k: sum(p.turns_ended.get(k, 0.0) for p in parts) for k in causes},
     )
 
 
@@ -256,6 +267,7 @@ def share_over(before: Probe, after: Probe, bound: float) -> float:
 class Audio:
     noise: list[bytes]  # pre-encoded append messages, cycled
     speech: list[list[bytes]]  # one list of pre-encoded append messages per sentence
+    lead_in: bytes  # PCM16 noise, one VAD frame long: each session's first message carries a random part
 
 
 def prepare_audio(frame_ms: int, speech: bool, rate: int = DEFAULT_RATE) -> Audio:
@@ -282,7 +294,8 @@ def prepare_audio(frame_ms: int, speech: bool, rate: int = DEFAULT_RATE) -> Audi
             mix = (rng.standard_normal(tail) * level).astype(np.int32)
             mix[: len(voiced)] += voiced
             spoken.append(encode(np.clip(mix, -32768, 32767)))
-    return Audio(noise=encode(noise_pcm), speech=spoken)
+    lead_in = noise_pcm[: -(-VAD_FRAME * rate // 16_000)].tobytes()
+    return Audio(noise=encode(noise_pcm), speech=spoken, lead_in=lead_in)
 
 
 # ---- the clients (run in worker processes) ------------------------------------------------------------
@@ -301,6 +314,7 @@ class WorkerConfig:
     respond: bool
     partials: bool
     turn_model: bool  # turn_detection.turn_model: the end-of-turn model at each pause
+    vad_phase: bool  # each session's VAD frames at a random phase (else every session's fall due together)
     churn_s: float | None
     probe_every_s: float
     seed: int
@@ -347,6 +361,7 @@ class ClientSession:
         self.closing = False
         self.slot = rng.randrange(max(1, round(cfg.frame_ms / 1000 / TICK_S)))
         self.noise_at = rng.randrange(len(cfg.audio.noise))
+        self.lead_in = self._lead_in(random.Random(f"{cfg.seed}:{token}"))  # its own draws: turns unchanged
         self.utterance: list[bytes] | None = None
         self.utterance_at = 0
         self.next_turn_at = self._next_turn(time.monotonic())
@@ -354,6 +369,18 @@ class ClientSession:
         self.close_at = self._next_close(time.monotonic())
         self.pending_pings: set[int] = set()
         self.measuring = False
+
+    def _lead_in(self, rng: random.Random) -> bytes | None:
+        """The first message: a random part of one VAD frame of noise, so that this session's VAD frames fall
+        due at a phase of their own, as an independent browser's do. Sessions opened together and sending
+        equal messages would otherwise complete their frames in the same periods (at 20 ms messages and 32 ms
+        frames, in 5 of every 8 periods and none in the other 3): every session's frame due at once."""
+        if not self.cfg.vad_phase:
+            return None
+        pcm = self.cfg.audio.lead_in
+        samples = rng.randrange(1, len(pcm) // 2 + 1)
+        wire = {"type": "input_audio_buffer.append", "audio": pcm[: 2 * samples]}
+        return encode_frame(wire, Encoding.MSGPACK)
 
     def _next_turn(self, now: float) -> float:
         rate = self.cfg.turns_per_min_each / 60
@@ -450,6 +477,9 @@ class ClientSession:
 
     def next_frame(self, now: float) -> bytes:
         audio = self.cfg.audio
+        if self.lead_in is not None:
+            frame, self.lead_in = self.lead_in, None
+            return frame
         if self.utterance is None and now >= self.next_turn_at:
             self.utterance = audio.speech[self.rng.randrange(len(audio.speech))]
             self.utterance_at = 0
@@ -741,6 +771,7 @@ def run(args: argparse.Namespace) -> int:
                 respond=args.respond,
                 partials=args.partials,
                 turn_model=args.turn_model,
+                vad_phase=args.vad_phase,
                 churn_s=args.churn if mode == "soak" else None,
                 probe_every_s=args.probe_every,
                 seed=1000 + w,
@@ -817,6 +848,12 @@ def _ms(seconds: float) -> str:
     return "n/a" if seconds != seconds else f"{seconds * 1000:.1f}"
 
 
+def _ended_by(first: Probe, last: Probe) -> str:
+    """The spoken turns committed between two probes, by what ended them (the end-of-turn model, silence...)."""
+    counts = {k: v - first.turns_ended.get(k, 0.0) for k, v in last.turns_ended.items()}
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()) if v) or "none"
+
+
 def report(
     args: argparse.Namespace,
     st: WorkerStats,
@@ -876,6 +913,7 @@ def report(
                 "utterances sent / speech_started / turns committed / responses",
                 f"{st.utterances} / {st.speech_started} / {st.turns_committed} / {st.responses}",
             ],
+            ["turns ended by (server, whole run)", _ended_by(zero, after)],
         ]
         if args.mode == "soak":
             rows.append(["churn: sessions closed and reopened", str(st.reconnects)])
@@ -937,6 +975,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns-per-min", type=float, default=6.0, help="spoken turns a minute, all sessions")
     parser.add_argument("--respond", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--vad-phase",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each session's VAD frames at a random phase (--no-vad-phase: all due together, the worst case)",
+    )
     parser.add_argument(
         "--turn-model", action=argparse.BooleanOptionalAction, default=True, help="the end-of-turn model at pauses"
     )
