@@ -112,6 +112,10 @@ class Settings:
     # The end-of-turn model (Smart Turn v3 onnx): "auto" uses it when its file is present; "off" never.
     turn_model: str = "auto"
     turn_model_path: Path | None = None
+    # The end-of-turn model's thread, like Whisper's: nice levels below the server, and SCHED_IDLE (Linux).
+    # A judgement that comes late costs nothing (the silence window still ends the turn).
+    turn_model_nice: int = 10
+    turn_model_sched_idle: bool = True
     max_turn_ms: int = 30_000
     partial_interval_ms: int = 300
 
@@ -288,7 +292,7 @@ _PARSERS = {
 
 
 # Nice steps: 0 is valid (the "int" parser refuses it); the range is checked in _check.
-_NICE_FIELDS = ("stt_nice", "embedded_llm_nice")
+_NICE_FIELDS = ("stt_nice", "embedded_llm_nice", "turn_model_nice")
 _ZERO_OK_FIELDS = (*_NICE_FIELDS, "embedded_llm_yield_ms")
 
 _CHOICES = {

@@ -71,7 +71,11 @@ class Voice:
                 if lease is not None:
                     scheduler.release(lease)
             raise
-        turn = TurnJudge(turn_lease.model.instance) if turn_lease is not None else None
+        turn = (
+            TurnJudge(turn_lease.model.instance, nice=settings.turn_model_nice, idle=settings.turn_model_sched_idle)
+            if turn_lease is not None
+            else None
+        )
         log.info("end-of-turn model: %s", "on" if turn is not None else "off")
         return cls(
             vad=vad, stt=stt, tokens=tokens, scheduler=scheduler, vad_lease=vad_lease, turn=turn, turn_lease=turn_lease

@@ -16,7 +16,12 @@ as busy, so a waking event loop or VAD thread often queues behind other work ins
 at once. `idle` also puts the threads in SCHED_IDLE (Linux): a core running only such threads counts as
 free, and any normal thread that wakes there preempts them. They then run only on CPU time nothing else
 wants (300 streaming sessions on 2 cores, alternated in one run: frames over 10 ms 8.9 -> 4.0 % at 6 turns
-a minute, 17.2 -> 7.7 % at 60, where transcripts came one bucket later; docs/reliability.md §4).
+a minute, 17.2 -> 7.7 % at 60, where transcripts came one bucket later; docs/reliability.md §4). The
+end-of-turn model's thread runs there too: its ~40 ms of CPU at each pause was what the frames over 10 ms
+gathered around once Whisper had moved (0.21-0.36 -> 0.04-0.08 % at 6 turns a minute).
+
+`name_current_thread` gives a thread its name at the OS level too (Python's names stay inside Python), so
+`top -H`, /proc and the tests can tell the VAD, the decode pool and the end-of-turn model apart.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ def thread_sched_idle(tid: int | None = None) -> bool:
     return os.sched_getscheduler(tid if tid is not None else threading.get_native_id()) == os.SCHED_IDLE
 
 
+def name_current_thread(name: str) -> None:
+    """Name the calling thread for the OS (Linux: its `comm`, at most 15 bytes); elsewhere nothing."""
+    tid = threading.get_native_id()
+    try:
+        with open(f"/proc/self/task/{tid}/comm", "w") as comm:
+            comm.write(name.encode()[:15].decode(errors="ignore"))
+    except OSError:  # not Linux, or /proc not mounted: the name is only for people and tests
+        pass
+
+
 def lower_current_thread(step: int, idle: bool = False) -> None:
     """Make the calling thread (and every thread it creates from now on) `step` nice levels lower, and with
     `idle` also SCHED_IDLE (where the OS has it)."""
@@ -61,9 +76,15 @@ def lower_current_thread(step: int, idle: bool = False) -> None:
             log.warning("could not put thread %s in SCHED_IDLE: %s", tid, exc)
 
 
+def worker_thread_init(name: str, step: int = 0, idle: bool = False) -> None:
+    """An executor's `initializer`: its thread named `name` for the OS, then lowered as `lower_current_thread`."""
+    name_current_thread(name)
+    lower_current_thread(step, idle)
+
+
 def run_lowered(fn: Callable[[], T], step: int, *, idle: bool = False, name: str) -> T:
-    """Run `fn` in a new thread `step` nice levels lower (and SCHED_IDLE with `idle`), so the threads it
-    starts inherit that priority.
+    """Run `fn` in a new thread `step` nice levels lower (and SCHED_IDLE with `idle`) and named `name` for
+    the OS, so the threads it starts inherit that priority and that name.
 
     The calling thread's own priority is untouched (it may be a shared executor's). Blocks until done.
     """
@@ -73,6 +94,7 @@ def run_lowered(fn: Callable[[], T], step: int, *, idle: bool = False, name: str
     failure: list[BaseException] = []
 
     def body() -> None:
+        name_current_thread(name)  # inherited, as the priority, by the threads `fn` starts
         lower_current_thread(step, idle)
         try:
             outcome.append(fn())

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from realtime.errors import ServerError
-from realtime.stages.niceness import lower_current_thread, run_lowered
+from realtime.stages.niceness import run_lowered, worker_thread_init
 
 log = logging.getLogger("realtime.stt")
 
@@ -286,7 +286,7 @@ class SttPool:
         self.workers = workers
         # the callers' threads compute the log-mel features: as low as the model's own threads
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="stt", initializer=lower_current_thread, initargs=(nice, idle)
+            max_workers=workers, thread_name_prefix="stt", initializer=worker_thread_init, initargs=("stt", nice, idle)
         )
         self._finals: OrderedDict[object, deque[_Job]] = OrderedDict()
         self._partials: OrderedDict[object, _Job] = OrderedDict()

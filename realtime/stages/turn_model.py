@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.stages.niceness import worker_thread_init
 from realtime.stages.onnx import cpu_session
 
 RATE = 16_000
@@ -53,11 +54,21 @@ class TurnJudge:
     When more calls wait than `max_pending` (a burst of sessions pausing at once on a busy box), a call
     gets None at once and its turn ends by the silence window as it would without the model: the judge
     may only make turns end sooner, never hold them up.
+
+    Its thread runs `nice` levels below the server, and with `idle` in SCHED_IDLE, as Whisper's
+    (realtime/stages/niceness.py): ~40 ms of CPU at every pause of every session would otherwise take the
+    cores the event loop and the VAD need. A judgement that comes too late is no loss: the silence window
+    still ends the turn.
     """
 
-    def __init__(self, model: SmartTurnModel, *, max_pending: int = 8) -> None:
+    def __init__(self, model: SmartTurnModel, *, max_pending: int = 8, nice: int = 0, idle: bool = False) -> None:
         self._model = model
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-model")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="turn-model",
+            initializer=worker_thread_init,
+            initargs=("turn-model", nice, idle),
+        )
         self._max_pending = max_pending
         self._pending = 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.stages.niceness import name_current_thread
 from realtime.stages.onnx import cpu_session
 
 log = logging.getLogger("realtime.vad")
@@ -194,6 +195,7 @@ class VadBatcher:
     # ---- the batcher's thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_current_thread("vad")
         later: list[VadRequest] = []  # requests of streams already in the previous pass: first in the next
         last_batch = 1
         stopping = False

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from realtime.config import ConfigError, load_settings
-from realtime.stages.niceness import run_lowered, thread_nice, thread_sched_idle
+from realtime.stages.niceness import name_current_thread, run_lowered, thread_nice, thread_sched_idle
 from realtime.stages.stt import SttConfig, SttPool, WhisperEngine
 from tests.support.speech import synthesize
 
@@ -107,6 +107,12 @@ def test_the_setting_is_bounded() -> None:
     for bad in ("-1", "20"):
         with pytest.raises(ConfigError, match="REALTIME_STT_NICE"):
             load_settings({"REALTIME_STT_NICE": bad})
+    # the end-of-turn model's thread: its own pair, the same defaults and bounds
+    assert (load_settings({}).turn_model_nice, load_settings({}).turn_model_sched_idle) == (10, True)
+    off = load_settings({"REALTIME_TURN_MODEL_NICE": "0", "REALTIME_TURN_MODEL_SCHED_IDLE": "off"})
+    assert (off.turn_model_nice, off.turn_model_sched_idle) == (0, False)
+    with pytest.raises(ConfigError, match="REALTIME_TURN_MODEL_NICE"):
+        load_settings({"REALTIME_TURN_MODEL_NICE": "20"})
 
 
 async def test_a_pool_without_a_step_leaves_its_threads_alone() -> None:
@@ -117,3 +123,24 @@ async def test_a_pool_without_a_step_leaves_its_threads_alone() -> None:
     finally:
         await pool.aclose()
     assert seen == thread_nice()
+
+
+def test_a_thread_named_for_the_os_shows_that_name_in_proc() -> None:
+    """name_current_thread sets the OS-level name (15 bytes at most) of the calling thread only."""
+    seen: dict[str, str] = {}
+    main_name = _comm(threading.get_native_id())
+
+    def work() -> None:
+        name_current_thread("a-name-longer-than-fifteen")
+        seen["own"] = _comm(threading.get_native_id())
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert seen == {"own": "a-name-longer-t"}
+    assert _comm(threading.get_native_id()) == main_name
+
+
+def _comm(tid: int) -> str:
+    with open(f"/proc/self/task/{tid}/comm") as comm:
+        return comm.read().strip()

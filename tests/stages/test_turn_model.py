@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import sys
+
 import numpy as np
 import pytest
 
 from realtime.config import load_settings
+from realtime.stages.niceness import thread_nice, thread_sched_idle
 from realtime.stages.turn_model import SmartTurnModel, TurnJudge
 from tests.support.speech import synthesize
 
@@ -63,8 +69,6 @@ def test_silence_and_empty_input_do_not_fail(model: SmartTurnModel) -> None:
 
 async def test_the_judge_refuses_rather_than_queues_when_busy(model: SmartTurnModel) -> None:
     """Past max_pending calls in flight a call gets None at once (the turn then ends by silence)."""
-    import asyncio
-
     judge = TurnJudge(model, max_pending=1)
     try:
         audio = spoken("What is two plus two?")
@@ -74,3 +78,35 @@ async def test_the_judge_refuses_rather_than_queues_when_busy(model: SmartTurnMo
         assert (await first or 0) > 0.5
     finally:
         await judge.aclose()
+
+
+def _threads_named(name: str) -> list[int]:
+    """The threads of this process whose OS-level name is `name`."""
+    found = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/comm") as comm:
+            if comm.read().strip() == name:
+                found.append(int(tid))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities and names are Linux's")
+async def test_the_judge_computes_in_a_lowered_named_thread(model: SmartTurnModel) -> None:
+    """nice/idle: the judge's thread (named "turn-model" for the OS) runs that many levels below its creator,
+    in SCHED_IDLE, and the calling thread is left as it was; the judgement is the same as at full priority."""
+    audio = spoken("What is the capital of France?")
+    before = (thread_nice(), thread_sched_idle())
+    judge = TurnJudge(model, nice=3, idle=True)
+    try:
+        assert await judge.probability(audio) == pytest.approx(model.probability(audio))
+        (tid,) = _threads_named("turn-model")
+        assert thread_nice(tid) == min(19, before[0] + 3)
+        assert thread_sched_idle(tid)
+    finally:
+        await judge.aclose()
+    assert (thread_nice(), thread_sched_idle()) == before
+    for _ in range(100):  # closed with the judge (the OS thread ends just after Python's join returns)
+        if not _threads_named("turn-model"):
+            break
+        await asyncio.sleep(0.01)
+    assert _threads_named("turn-model") == []
