@@ -1,17 +1,27 @@
-"""Whisper's threads in SCHED_IDLE or at nice 10 only, alternated inside one load run:
-`python -m bench.stt_priority`.
+"""Whisper's threads in SCHED_IDLE or at nice 10 only (or the end-of-turn model's lowered or not), alternated
+inside one load run: `python -m bench.stt_priority`.
 
 Why: on this 2-core box the same code gives a frame p99 anywhere from 12 to 100 ms from one run to the next,
 so two runs of two settings compare the box's moods more than the settings. Here one server carries one
 load (`bench.load stream`, 300 sessions streaming with spoken turns), and this script flips the policy of
-the server's lowered threads (Whisper's: those at nice 10 or in SCHED_IDLE) every `--period` seconds from
-outside (`sched_setscheduler` on each thread: the same call the server makes on itself with
-`REALTIME_STT_SCHED_IDLE`). At each flip it reads the server's histograms from /metrics and adds the
-difference to that phase's: the frame latency (`realtime_audio_frame_seconds`, the bench.load figure) and
-speech end -> final transcript (`realtime_speech_end_to_transcript_seconds`: what the lower priority may
-cost the turns). Phases alternate, so both settings meet the same noise.
+some of the server's threads every `--period` seconds from outside (`sched_setscheduler` and
+`setpriority` on each thread: the calls the server makes on itself), found by their OS-level names
+(realtime/stages/niceness.py names them):
 
-    .venv/bin/python -m bench.stt_priority [--sessions 300] [--turns-per-min 6] [--seconds 240] [--period 10]
+  --threads whisper      Whisper's ("stt-load": CTranslate2's compute threads; "stt": the decode pool's):
+                         SCHED_IDLE + nice 10 against nice 10 only (`REALTIME_STT_SCHED_IDLE`)
+  --threads turn-model   the end-of-turn model's ("turn-model"): SCHED_IDLE + nice 10 against the server's
+                         own priority (`REALTIME_TURN_MODEL_NICE`, `REALTIME_TURN_MODEL_SCHED_IDLE`)
+
+At each flip it reads the server's histograms from /metrics and adds the difference to that phase's: the
+frame latency (`realtime_audio_frame_seconds`, the bench.load figure), speech end -> final transcript
+(`realtime_speech_end_to_transcript_seconds`) and speech end -> first token
+(`realtime_speech_end_to_first_token_seconds`: the turn's end included, which the end-of-turn model brings
+forward; the fake LLM answers at once): what the lower priority may cost the turns. Phases alternate, so
+both settings meet the same noise.
+
+    .venv/bin/python -m bench.stt_priority [--threads whisper|turn-model] [--sessions 300] [--turns-per-min 6]
+        [--seconds 240] [--period 10]
 
 Linux only (SCHED_IDLE), and root or the server's own user (it changes another process's threads).
 """
@@ -34,32 +44,39 @@ from bench.stats import markdown_table
 NICE = 10
 FRAME = "realtime_audio_frame_seconds_bucket"
 TRANSCRIPT = "realtime_speech_end_to_transcript_seconds_bucket"
+FIRST_TOKEN = "realtime_speech_end_to_first_token_seconds_bucket"
+# per --threads: the OS-level thread names, and how each setting is labelled (False: the other one)
+THREADS = {
+    "whisper": (("stt-load", "stt"), "SCHED_IDLE + nice 10", "nice 10"),
+    "turn-model": (("turn-model",), "SCHED_IDLE + nice 10", "the server's priority"),
+}
 
 
-def lowered_threads(pid: int) -> list[int]:
-    """The server's threads at nice >= NICE or in SCHED_IDLE: Whisper's (the rest run at the server's)."""
+def named_threads(pid: int, names: tuple[str, ...]) -> list[int]:
+    """The server's threads whose OS-level name is one of `names`."""
     tids = []
-    for name in os.listdir(f"/proc/{pid}/task"):
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = Path(f"/proc/{pid}/task/{name}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            if Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip() in names:
+                tids.append(int(tid))
+        except OSError:  # a thread that just ended
             continue
-        nice, policy = int(fields[16]), int(fields[38])
-        if nice >= NICE or policy == os.SCHED_IDLE:
-            tids.append(int(name))
     return tids
 
 
-def set_policy(pid: int, idle: bool) -> int:
-    """Every lowered thread to SCHED_IDLE, or back to SCHED_OTHER at nice NICE; how many were changed."""
+def set_policy(pid: int, threads: str, lowered: bool) -> int:
+    """The chosen threads to SCHED_IDLE at nice NICE, or back to SCHED_OTHER (Whisper's: at nice NICE; the
+    end-of-turn model's: at the server's nice); how many were changed."""
+    base = os.getpriority(os.PRIO_PROCESS, pid)
     changed = 0
-    for tid in lowered_threads(pid):
+    for tid in named_threads(pid, THREADS[threads][0]):
         try:
-            if idle:
+            if lowered:
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                os.setpriority(os.PRIO_PROCESS, tid, base + NICE)
             else:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-                os.setpriority(os.PRIO_PROCESS, tid, NICE)
+                os.setpriority(os.PRIO_PROCESS, tid, base + (NICE if threads == "whisper" else 0))
             changed += 1
         except OSError:  # a thread that just ended
             pass
@@ -68,7 +85,7 @@ def set_policy(pid: int, idle: bool) -> int:
 
 def histograms(url: str) -> dict[str, dict[float, float]]:
     text = httpx.get(url + "/metrics", timeout=10).text
-    out: dict[str, dict[float, float]] = {FRAME: {}, TRANSCRIPT: {}}
+    out: dict[str, dict[float, float]] = {FRAME: {}, TRANSCRIPT: {}, FIRST_TOKEN: {}}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in out:
@@ -107,49 +124,54 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{port[1]}"
     time.sleep(12.0)  # bench.load's warm-up, and a little
     totals: dict[bool, dict[str, dict[float, float]]] = {True: {}, False: {}}
-    idle = False
-    set_policy(pid, idle)
+    lowered = False
+    set_policy(pid, args.threads, lowered)
     before = histograms(url)
     deadline = time.monotonic() + args.seconds - 20
     while time.monotonic() < deadline:
         time.sleep(args.period)
         now = histograms(url)
         for name, buckets in now.items():
-            acc = totals[idle].setdefault(name, {})
+            acc = totals[lowered].setdefault(name, {})
             for bound, value in buckets.items():
                 acc[bound] = acc.get(bound, 0.0) + value - before[name].get(bound, 0.0)
-        before, idle = now, not idle
-        set_policy(pid, idle)
-    set_policy(pid, False)
+        before, lowered = now, not lowered
+        set_policy(pid, args.threads, lowered)
+    set_policy(pid, args.threads, True)  # as the server runs them by default
     rest = load.stdout.read()
     load.wait()
     print(rest[rest.find("| mode") :] if "| mode" in rest else rest, flush=True)
+    _, low_label, other_label = THREADS[args.threads]
     rows = []
     for mode in (False, True):
         frames, transcripts = totals[mode].get(FRAME, {}), totals[mode].get(TRANSCRIPT, {})
+        first = totals[mode].get(FIRST_TOKEN, {})
         count = frames.get(float("inf"), 0.0)
         over = 1 - frames.get(0.01, 0.0) / count if count else float("nan")
         rows.append(
             [
-                "SCHED_IDLE + nice 10" if mode else "nice 10",
+                low_label if mode else other_label,
                 f"{count:.0f}",
                 " / ".join(f"{bucket_percentile(frames, p):g}" for p in (0.5, 0.9, 0.99, 0.999)) + " ms",
                 f"{over * 100:.2f} %",
                 f"{transcripts.get(float('inf'), 0.0):.0f}",
                 " / ".join(f"{bucket_percentile(transcripts, p):g}" for p in (0.5, 0.9)) + " ms",
+                " / ".join(f"{bucket_percentile(first, p):g}" for p in (0.5, 0.9)) + " ms",
             ]
         )
+    who = "Whisper's threads" if args.threads == "whisper" else "the end-of-turn model's thread"
     print(
-        f"Whisper's threads alternating every {args.period:g} s, one server, {args.sessions} sessions, "
+        f"{who} alternating every {args.period:g} s, one server, {args.sessions} sessions, "
         f"{args.turns_per_min:g} turns a minute:"
     )
     header = [
-        "Whisper's threads",
+        who,
         "frames",
         "frame p50 / p90 / p99 / p99.9 (≤)",
         "frames over 10 ms",
         "transcripts",
         "speech end → transcript p50 / p90 (≤)",
+        "speech end → first token p50 / p90 (≤)",
     ]
     print(markdown_table(header, rows))
     return load.returncode
@@ -157,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", choices=sorted(THREADS), default="whisper", help="whose threads to flip")
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--turns-per-min", type=float, default=6.0)
     parser.add_argument("--seconds", type=float, default=240.0, help="bench.load's window")
