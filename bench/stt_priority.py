@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                 acc[bound] = acc.get(bound, 0.0) + value - before[name].get(bound, 0.0)
         before, lowered = now, not lowered
         set_policy(pid, args.threads, lowered)
-    set_policy(pid, args.threads, True)  # as the server runs them by default
+    set_policy(pid, args.threads, args.threads == "whisper")  # as the server runs them by default
     rest = load.stdout.read()
     load.wait()
     print(rest[rest.find("| mode") :] if "| mode" in rest else rest, flush=True)

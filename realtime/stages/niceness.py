@@ -17,9 +17,10 @@ at once. `idle` also puts the threads in SCHED_IDLE (Linux): a core running only
 free, and any normal thread that wakes there preempts them. They then run only on CPU time nothing else
 wants (300 streaming sessions on 2 cores, alternated in one run: frames over 10 ms 8.9 -> 4.0 % at 6 turns
 a minute, 17.2 -> 7.7 % at 60, where transcripts came one bucket later; docs/reliability.md §4). The
-end-of-turn model's thread runs there too: during its ~40 ms of CPU at each pause the VAD's passes took
-three times their CPU time, and frames over 10 ms gathered there (in one run, alternating every 10 s:
-0.56 -> 0.47 % over 10 ms, every turn still ended by the model; docs/reliability.md §4).
+end-of-turn model's thread can run there too (`REALTIME_TURN_MODEL_SCHED_IDLE`, off by default): during
+its ~40 ms of CPU at each pause the VAD's passes took three times their CPU time (in one run, alternating
+every 10 s: 0.56 -> 0.47 % of frames over 10 ms), but a single conversation's first audio came ~10 ms
+later with it (docs/reliability.md §4).
 
 `name_current_thread` gives a thread its name at the OS level too (Python's names stay inside Python), so
 `top -H`, /proc and the tests can tell the VAD, the decode pool and the end-of-turn model apart.

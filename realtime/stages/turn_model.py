@@ -55,10 +55,10 @@ class TurnJudge:
     gets None at once and its turn ends by the silence window as it would without the model: the judge
     may only make turns end sooner, never hold them up.
 
-    Its thread runs `nice` levels below the server, and with `idle` in SCHED_IDLE, as Whisper's
-    (realtime/stages/niceness.py): ~40 ms of CPU at every pause of every session would otherwise take the
-    cores the event loop and the VAD need. A judgement that comes too late is no loss: the silence window
-    still ends the turn.
+    Its thread can run `nice` levels below the server, and with `idle` in SCHED_IDLE, as Whisper's
+    (realtime/stages/niceness.py): ~40 ms of CPU at every pause of every session then leaves the cores to
+    the event loop and the VAD. A judgement that comes late is no loss: the silence window still ends the
+    turn.
     """
 
     def __init__(self, model: SmartTurnModel, *, max_pending: int = 8, nice: int = 0, idle: bool = False) -> None:

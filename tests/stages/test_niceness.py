@@ -107,10 +107,10 @@ def test_the_setting_is_bounded() -> None:
     for bad in ("-1", "20"):
         with pytest.raises(ConfigError, match="REALTIME_STT_NICE"):
             load_settings({"REALTIME_STT_NICE": bad})
-    # the end-of-turn model's thread: its own pair, the same defaults and bounds
-    assert (load_settings({}).turn_model_nice, load_settings({}).turn_model_sched_idle) == (10, True)
-    off = load_settings({"REALTIME_TURN_MODEL_NICE": "0", "REALTIME_TURN_MODEL_SCHED_IDLE": "off"})
-    assert (off.turn_model_nice, off.turn_model_sched_idle) == (0, False)
+    # the end-of-turn model's thread: its own pair, at the server's priority unless asked, the same bounds
+    assert (load_settings({}).turn_model_nice, load_settings({}).turn_model_sched_idle) == (0, False)
+    low = load_settings({"REALTIME_TURN_MODEL_NICE": "10", "REALTIME_TURN_MODEL_SCHED_IDLE": "on"})
+    assert (low.turn_model_nice, low.turn_model_sched_idle) == (10, True)
     with pytest.raises(ConfigError, match="REALTIME_TURN_MODEL_NICE"):
         load_settings({"REALTIME_TURN_MODEL_NICE": "20"})
 
