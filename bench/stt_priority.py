@@ -35,20 +35,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.stats import markdown_table
+from realtime.stages.niceness import thread_name
 
 NICE = 10
 FRAME = "realtime_audio_frame_seconds_bucket"
 TRANSCRIPT = "realtime_speech_end_to_transcript_seconds_bucket"
 FIRST_TOKEN = "realtime_speech_end_to_first_token_seconds_bucket"
-# per --threads: the OS-level thread names, and how each setting is labelled (False: the other one)
+
+
+class Threads(NamedTuple):
+    """One --threads choice: whose threads, and the setting they are flipped against (SCHED_OTHER at `nice`)."""
+
+    names: tuple[str, ...]  # their OS-level names
+    who: str
+    nice: int  # nice levels below the server's
+    label: str
+    by_default: bool  # the server runs them lowered (SCHED_IDLE + nice NICE) by default
+
+
 THREADS = {
-    "whisper": (("stt-load", "stt"), "SCHED_IDLE + nice 10", "nice 10"),
-    "turn-model": (("turn-model",), "SCHED_IDLE + nice 10", "the server's priority"),
+    "whisper": Threads(("stt-load", "stt"), "Whisper's threads", NICE, "nice 10", True),
+    "turn-model": Threads(("turn-model",), "the end-of-turn model's thread", 0, "the server's priority", False),
 }
 
 
@@ -57,26 +70,26 @@ def named_threads(pid: int, names: tuple[str, ...]) -> list[int]:
     tids = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            if Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip() in names:
+            if thread_name(int(tid)) in names:
                 tids.append(int(tid))
         except OSError:  # a thread that just ended
             continue
     return tids
 
 
-def set_policy(pid: int, threads: str, lowered: bool) -> int:
-    """The chosen threads to SCHED_IDLE at nice NICE, or back to SCHED_OTHER (Whisper's: at nice NICE; the
-    end-of-turn model's: at the server's nice); how many were changed."""
+def set_policy(pid: int, threads: Threads, lowered: bool) -> int:
+    """The chosen threads to SCHED_IDLE at nice NICE, or back to SCHED_OTHER at their other nice; how many
+    were changed."""
     base = os.getpriority(os.PRIO_PROCESS, pid)
     changed = 0
-    for tid in named_threads(pid, THREADS[threads][0]):
+    for tid in named_threads(pid, threads.names):
         try:
             if lowered:
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
                 os.setpriority(os.PRIO_PROCESS, tid, base + NICE)
             else:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-                os.setpriority(os.PRIO_PROCESS, tid, base + (NICE if threads == "whisper" else 0))
+                os.setpriority(os.PRIO_PROCESS, tid, base + threads.nice)
             changed += 1
         except OSError:  # a thread that just ended
             pass
@@ -123,9 +136,10 @@ def run(args: argparse.Namespace) -> int:
     assert port is not None, "no port in the server log"
     url = f"http://127.0.0.1:{port[1]}"
     time.sleep(12.0)  # bench.load's warm-up, and a little
+    threads = THREADS[args.threads]
     totals: dict[bool, dict[str, dict[float, float]]] = {True: {}, False: {}}
     lowered = False
-    set_policy(pid, args.threads, lowered)
+    set_policy(pid, threads, lowered)
     before = histograms(url)
     deadline = time.monotonic() + args.seconds - 20
     while time.monotonic() < deadline:
@@ -136,12 +150,11 @@ def run(args: argparse.Namespace) -> int:
             for bound, value in buckets.items():
                 acc[bound] = acc.get(bound, 0.0) + value - before[name].get(bound, 0.0)
         before, lowered = now, not lowered
-        set_policy(pid, args.threads, lowered)
-    set_policy(pid, args.threads, args.threads == "whisper")  # as the server runs them by default
+        set_policy(pid, threads, lowered)
+    set_policy(pid, threads, threads.by_default)  # as the server runs them by default
     rest = load.stdout.read()
     load.wait()
     print(rest[rest.find("| mode") :] if "| mode" in rest else rest, flush=True)
-    _, low_label, other_label = THREADS[args.threads]
     rows = []
     for mode in (False, True):
         frames, transcripts = totals[mode].get(FRAME, {}), totals[mode].get(TRANSCRIPT, {})
@@ -150,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         over = 1 - frames.get(0.01, 0.0) / count if count else float("nan")
         rows.append(
             [
-                low_label if mode else other_label,
+                "SCHED_IDLE + nice 10" if mode else threads.label,
                 f"{count:.0f}",
                 " / ".join(f"{bucket_percentile(frames, p):g}" for p in (0.5, 0.9, 0.99, 0.999)) + " ms",
                 f"{over * 100:.2f} %",
@@ -159,13 +172,12 @@ def run(args: argparse.Namespace) -> int:
                 " / ".join(f"{bucket_percentile(first, p):g}" for p in (0.5, 0.9)) + " ms",
             ]
         )
-    who = "Whisper's threads" if args.threads == "whisper" else "the end-of-turn model's thread"
     print(
-        f"{who} alternating every {args.period:g} s, one server, {args.sessions} sessions, "
+        f"{threads.who} alternating every {args.period:g} s, one server, {args.sessions} sessions, "
         f"{args.turns_per_min:g} turns a minute:"
     )
     header = [
-        who,
+        threads.who,
         "frames",
         "frame p50 / p90 / p99 / p99.9 (≤)",
         "frames over 10 ms",

@@ -13,7 +13,7 @@ import pytest
 
 from realtime.client import RealtimeClient
 from realtime.protocol.codec import Encoding
-from realtime.stages.niceness import thread_nice, thread_sched_idle
+from realtime.stages.niceness import thread_name, thread_nice, thread_sched_idle
 from tests.conftest import ServerFactory
 from tests.support.fake_ollama import FakeOllama
 from tests.support.server import ServerProcess
@@ -256,8 +256,8 @@ def _thread_names(pid: int) -> dict[int, str]:
     """Each thread's OS-level name (the threads of `pid`, from /proc)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/comm") as comm:
-            out[int(tid)] = comm.read().strip()
+        with contextlib.suppress(OSError):  # a thread that just ended
+            out[int(tid)] = thread_name(int(tid))
     return out
 
 

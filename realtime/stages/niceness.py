@@ -52,6 +52,12 @@ def thread_sched_idle(tid: int | None = None) -> bool:
     return os.sched_getscheduler(tid if tid is not None else threading.get_native_id()) == os.SCHED_IDLE
 
 
+def thread_name(tid: int | None = None) -> str:
+    """A thread's OS-level name (default: the calling one's; Linux, any process); OSError once it is gone."""
+    with open(f"/proc/{tid if tid is not None else threading.get_native_id()}/comm") as comm:
+        return comm.read().strip()
+
+
 def name_current_thread(name: str) -> None:
     """Name the calling thread for the OS (Linux: its `comm`, at most 15 bytes); elsewhere nothing."""
     tid = threading.get_native_id()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from realtime.config import ConfigError, load_settings
-from realtime.stages.niceness import name_current_thread, run_lowered, thread_nice, thread_sched_idle
+from realtime.stages.niceness import name_current_thread, run_lowered, thread_name, thread_nice, thread_sched_idle
 from realtime.stages.stt import SttConfig, SttPool, WhisperEngine
 from tests.support.speech import synthesize
 
@@ -128,19 +128,14 @@ async def test_a_pool_without_a_step_leaves_its_threads_alone() -> None:
 def test_a_thread_named_for_the_os_shows_that_name_in_proc() -> None:
     """name_current_thread sets the OS-level name (15 bytes at most) of the calling thread only."""
     seen: dict[str, str] = {}
-    main_name = _comm(threading.get_native_id())
+    main_name = thread_name()
 
     def work() -> None:
         name_current_thread("a-name-longer-than-fifteen")
-        seen["own"] = _comm(threading.get_native_id())
+        seen["own"] = thread_name()
 
     thread = threading.Thread(target=work)
     thread.start()
     thread.join()
     assert seen == {"own": "a-name-longer-t"}
-    assert _comm(threading.get_native_id()) == main_name
-
-
-def _comm(tid: int) -> str:
-    with open(f"/proc/self/task/{tid}/comm") as comm:
-        return comm.read().strip()
+    assert thread_name() == main_name

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from realtime.config import load_settings
-from realtime.stages.niceness import thread_nice, thread_sched_idle
+from realtime.stages.niceness import thread_name, thread_nice, thread_sched_idle
 from realtime.stages.turn_model import SmartTurnModel, TurnJudge
 from tests.support.speech import synthesize
 
@@ -84,8 +84,8 @@ def _threads_named(name: str) -> list[int]:
     """The threads of this process whose OS-level name is `name`."""
     found = []
     for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/comm") as comm:
-            if comm.read().strip() == name:
+        with contextlib.suppress(OSError):  # a thread that just ended
+            if thread_name(int(tid)) == name:
                 found.append(int(tid))
     return found
 
